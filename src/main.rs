@@ -1,0 +1,242 @@
+//! The `socklab` binary: parse the command line, decide colour once, run the chosen
+//! subcommand on a tokio runtime, and turn the outcome into an exit code:
+//! 0 success, 1 "ran, but a check failed" (e.g. a lost UDP reply), 2 an error.
+//!
+//! Every error a user can cause (a port in use, a refused connection, an unknown host,
+//! a bad argument) is printed as one line, `socklab: cannot bind 127.0.0.1:9000:
+//! address already in use`, on stderr.
+
+mod cli;
+
+use std::future::Future;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, EchoCommand, FileCommand};
+use socklab::echo::{self, ClientOptions, ServerOptions, Transport};
+use socklab::output::{self, Reporter, Verbosity};
+use socklab::{demo, file, net};
+
+/// What a successful run concluded.
+enum Outcome {
+    /// Everything worked.
+    Success,
+    /// The command ran but a check failed (exit code 1), e.g. requests were lost.
+    CheckFailed,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return report_usage_error(error),
+    };
+    let no_color = std::env::var("NO_COLOR").ok();
+    let color = output::decide_color(
+        cli.color.into(),
+        io::stdout().is_terminal(),
+        no_color.as_deref(),
+    );
+    colored::control::set_override(color);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!(
+                "socklab: cannot start the async runtime: {}",
+                net::describe(&error)
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(error) => {
+            // `{:#}` joins anyhow's context chain with ": " on one line.
+            eprintln!("socklab: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints a clap error. Help and version go to stdout with exit 0; a bare `socklab`
+/// prints the help on stderr; every other mistake is one line on stderr, exit 2.
+fn report_usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("socklab: {first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes one line to stdout. When the reader of a pipe has gone away (`socklab ... |
+/// head`), exit quietly with success instead of failing: that is what the user wanted.
+fn print_line(line: &str) {
+    let mut out = io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Prints a block of text (a rendered table) line by line through [`print_line`].
+fn print_block(text: &str) {
+    for line in text.lines() {
+        print_line(line);
+    }
+}
+
+/// The reporter long-running commands write their event lines to.
+fn stdout_reporter(verbosity: Verbosity) -> Reporter {
+    Reporter::new(verbosity, print_line)
+}
+
+/// Resolves when the user presses Ctrl-C (or the process gets SIGINT).
+fn ctrl_c() -> impl Future<Output = ()> {
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handler could be installed: never resolve, run until killed.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Outcome> {
+    let verbosity = cli.verbosity();
+    match cli.command {
+        Command::Echo(command) => run_echo(command, verbosity).await,
+        Command::File(command) => run_file(command, verbosity).await,
+        Command::Demo(args) => {
+            demo::run(&args.bench_duration, stdout_reporter(verbosity)).await?;
+            Ok(Outcome::Success)
+        }
+        Command::Completions { shell } => {
+            let mut buffer = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "socklab", &mut buffer);
+            print_block(&String::from_utf8_lossy(&buffer));
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+async fn run_echo(command: EchoCommand, verbosity: Verbosity) -> Result<Outcome> {
+    let reporter = stdout_reporter(verbosity);
+    match command {
+        EchoCommand::Server(args) => {
+            let options = ServerOptions::from(&args);
+            let addr = args.addr();
+            match options.transport {
+                Transport::Tcp => {
+                    let listener = net::bind_tcp(addr).await?;
+                    echo::serve_tcp(listener, options, reporter, ctrl_c()).await?;
+                }
+                Transport::Udp => {
+                    let socket = net::bind_udp(addr).await?;
+                    echo::serve_udp(socket, options, reporter, ctrl_c()).await?;
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        EchoCommand::Client(args) => {
+            let options = ClientOptions::from(&args);
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let summary =
+                echo::run_client(&args.host, args.port, &options, stdin, reporter).await?;
+            Ok(if summary.lost() > 0 {
+                Outcome::CheckFailed
+            } else {
+                Outcome::Success
+            })
+        }
+        EchoCommand::Bench(args) => {
+            let options = echo::BenchOptions::from(&args);
+            let report = echo::bench(&args.host, args.port, &options).await?;
+            if args.json {
+                print_line(&serde_json::to_string(&report).context("cannot encode the report")?);
+            } else {
+                print_block(&echo::render_bench(&report));
+            }
+            Ok(if report.errors > 0 {
+                Outcome::CheckFailed
+            } else {
+                Outcome::Success
+            })
+        }
+    }
+}
+
+async fn run_file(command: FileCommand, verbosity: Verbosity) -> Result<Outcome> {
+    let reporter = stdout_reporter(verbosity);
+    // Progress bars are for people: only on a terminal, and never with -q.
+    let progress = io::stderr().is_terminal() && verbosity > Verbosity::Quiet;
+    match command {
+        FileCommand::Serve(args) => {
+            let addr = std::net::SocketAddr::new(args.bind, args.port);
+            let listener = net::bind_tcp(addr).await?;
+            let options = file::ServeOptions {
+                dir: args.dir,
+                max_size: args.max_size,
+            };
+            file::serve(listener, options, reporter, ctrl_c()).await?;
+        }
+        FileCommand::Put(args) => {
+            let options = file::TransferOptions {
+                force: args.force,
+                progress,
+            };
+            let report = file::put(
+                &args.host,
+                args.port,
+                &args.path,
+                args.name.as_deref(),
+                &options,
+            )
+            .await?;
+            reporter.info(report);
+        }
+        FileCommand::Get(args) => {
+            let options = file::TransferOptions {
+                force: args.force,
+                progress,
+            };
+            let report = file::get(
+                &args.host,
+                args.port,
+                &args.name,
+                args.output.as_deref(),
+                &options,
+            )
+            .await?;
+            reporter.info(report);
+        }
+        FileCommand::List(args) => {
+            let entries = file::list(&args.host, args.port).await?;
+            if args.json {
+                print_block(&file::render_list_json(&entries)?);
+            } else {
+                print_block(&file::render_list(&entries));
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

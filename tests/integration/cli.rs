@@ -1,0 +1,125 @@
+//! The command line itself: help, version, completions, colour, exit codes, and
+//! quiet exit on a broken pipe.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::{assert_user_error, run, socklab, stdout, Server};
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn help_lists_every_subcommand_with_a_description() {
+    let out = run(socklab().arg("--help"), T);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for (name, words) in [
+        ("echo", "echo servers"),
+        ("file", "files over TCP"),
+        ("demo", "demo"),
+        ("completions", "completion"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from help:\n{text}"));
+        assert!(line.contains(words), "{line}");
+    }
+    assert!(text.contains("--color <WHEN>"), "{text}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run(socklab().arg("--version"), T);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("socklab {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(socklab().args(["completions", shell]), T);
+        assert!(out.status.success(), "{shell}");
+        let text = stdout(&out);
+        assert!(text.contains("socklab") && text.contains("echo"), "{shell}: {text}");
+    }
+}
+
+#[test]
+fn usage_mistakes_exit_2_with_one_line() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["echo", "server"],
+        vec!["echo", "bench", "--tcp", "127.0.0.1", "9", "-d", "forever"],
+        vec!["--color", "sometimes", "demo"],
+    ] {
+        let out = run(socklab().args(&args), T);
+        assert_user_error(&out);
+    }
+}
+
+#[test]
+fn bare_socklab_shows_help_and_exits_2() {
+    let out = run(&mut socklab(), T);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: socklab"));
+}
+
+#[test]
+fn color_always_overrides_no_color_and_never_wins_everywhere() {
+    let server = Server::start(&["echo", "server", "--tcp", "--port", "0"], "TCP echo server listening on");
+    let bench = |color: &str| {
+        let out = run(
+            socklab()
+                .args(["--color", color, "echo", "bench", "--tcp", "127.0.0.1", &server.port()])
+                .args(["-d", "100ms", "--warmup", "0s"]),
+            T,
+        );
+        assert!(out.status.success());
+        stdout(&out)
+    };
+    // The harness sets NO_COLOR=1 and stdout is a pipe: `auto` means no colour...
+    assert!(!bench("auto").contains('\u{1b}'));
+    assert!(!bench("never").contains('\u{1b}'));
+    // ...but an explicit --color always wins.
+    assert!(bench("always").contains('\u{1b}'));
+}
+
+#[test]
+fn a_closed_pipe_ends_the_program_quietly() {
+    let mut child = socklab()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a few bytes, then hang up, as `| head -c 10` would.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "exit {status:?}, stderr {err:?}");
+    assert!(err.is_empty(), "{err:?}");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let out = run(socklab().args(["demo", "--bench-duration", "200ms"]), Duration::from_secs(60));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "== 1. TCP echo",
+        "\"HELLO 3\"",
+        "5 requests sent, 5 replies received, 0% loss",
+        "  server: ",
+        "received 95 of 95 bytes in 10 frames for 10 messages",
+        "in 10 datagrams for 10 messages",
+        "round trips/s",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
