@@ -150,10 +150,10 @@ pub struct EchoServerArgs {
     #[arg(long)]
     pub show_reads: bool,
     /// Wait this long before each read so that messages pile up in the socket buffer.
-    #[arg(long, value_name = "MS", requires = "tcp")]
+    #[arg(long, value_name = "MS", conflicts_with = "udp")]
     pub read_delay: Option<u64>,
     /// Messages carry a 4-byte big-endian length prefix; echo them frame by frame.
-    #[arg(long, requires = "tcp")]
+    #[arg(long, conflicts_with = "udp")]
     pub framed: bool,
 }
 
@@ -203,7 +203,7 @@ pub struct EchoClientArgs {
     #[arg(long, value_name = "N")]
     pub burst: Option<u32>,
     /// Send each message with a 4-byte big-endian length prefix (server needs --framed).
-    #[arg(long, requires = "tcp")]
+    #[arg(long, conflicts_with = "udp")]
     pub framed: bool,
 }
 

@@ -252,9 +252,9 @@ fn local_addr(
     result: std::io::Result<SocketAddr>,
     bound: SocketAddr,
 ) -> Result<SocketAddr, EchoError> {
-    result.map_err(|source| EchoError::Io {
+    result.map_err(|cause| EchoError::Io {
         operation: "reading the address of",
         addr: bound,
-        source,
+        cause,
     })
 }

@@ -53,15 +53,16 @@ const BODY_CHUNK_LEN: usize = 64 * 1024;
 ///
 /// A frame only knows its stream, not the address or file behind it, so these errors
 /// name none; callers wrap them with the peer they were talking to (for example
-/// `file::FileError::Connection`).
+/// `file::FileError::Connection`). Each message already includes its cause, so none
+/// reports it again as a `source()`: `anyhow`'s `{:#}` would print it twice.
 #[derive(Debug, Error)]
 pub enum FrameError {
     /// Reading from the stream failed (connection reset, file unreadable...).
     #[error("read failed: {}", describe(.0))]
-    Read(#[source] io::Error),
+    Read(io::Error),
     /// Writing to the stream failed (broken pipe, disk full...).
     #[error("write failed: {}", describe(.0))]
-    Write(#[source] io::Error),
+    Write(io::Error),
     /// The stream ended inside the 4-byte length prefix.
     #[error("stream ended after {received} of the {LENGTH_PREFIX_LEN} length-prefix bytes")]
     TruncatedLength {
@@ -86,10 +87,10 @@ pub enum FrameError {
     },
     /// The header arrived whole but is not JSON of the expected shape.
     #[error("header is not valid JSON: {0}")]
-    InvalidHeader(#[source] serde_json::Error),
+    InvalidHeader(serde_json::Error),
     /// A header could not be turned into JSON (a map with non-string keys, say).
     #[error("cannot encode header: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(serde_json::Error),
     /// The stream ended before the announced body was complete.
     #[error("stream ended after {received} of the {expected} body bytes")]
     TruncatedBody {

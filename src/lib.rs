@@ -11,7 +11,7 @@
 //!   `file` and, later, the forum's TCP transfers.
 //! - [`echo`]: lab 1: TCP and UDP echo servers and clients, the sticky-packet lesson and
 //!   the `echo bench` load generator.
-//! - [`file`]: upload and download of files over TCP with the [`framing`] format.
+//! - [`file`](mod@file): upload and download of files over TCP with the [`framing`] format.
 //! - [`demo`]: the built-in demo the README's first command runs.
 
 pub mod demo;

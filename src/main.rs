@@ -8,7 +8,6 @@
 
 mod cli;
 
-use std::future::Future;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -112,12 +111,10 @@ fn stdout_reporter(verbosity: Verbosity) -> Reporter {
 }
 
 /// Resolves when the user presses Ctrl-C (or the process gets SIGINT).
-fn ctrl_c() -> impl Future<Output = ()> {
-    async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No signal handler could be installed: never resolve, run until killed.
-            std::future::pending::<()>().await;
-        }
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handler could be installed: never resolve, run until killed.
+        std::future::pending::<()>().await;
     }
 }
 

@@ -32,28 +32,28 @@ pub enum NetError {
         reason: String,
     },
     /// A local address could not be bound (port in use, address not on this machine...).
-    #[error("cannot bind {addr}: {}", describe(.source))]
+    #[error("cannot bind {addr}: {}", describe(.cause))]
     Bind {
         /// The address we tried to bind.
         addr: SocketAddr,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A TCP connection could not be established.
-    #[error("cannot connect to {addr}: {}", describe(.source))]
+    #[error("cannot connect to {addr}: {}", describe(.cause))]
     Connect {
         /// The peer we tried.
         addr: SocketAddr,
         /// The OS error (connection refused, timed out, ...).
-        source: io::Error,
+        cause: io::Error,
     },
     /// Reading from or writing to an established socket failed.
-    #[error("connection with {addr} failed: {}", describe(.source))]
+    #[error("connection with {addr} failed: {}", describe(.cause))]
     Io {
         /// The peer.
         addr: SocketAddr,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -116,7 +116,7 @@ pub async fn resolve_udp(host: &str, port: u16) -> Result<SocketAddr, NetError> 
 pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, NetError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| NetError::Bind { addr, source })
+        .map_err(|cause| NetError::Bind { addr, cause })
 }
 
 /// Binds a UDP socket on `addr`.
@@ -126,7 +126,7 @@ pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, NetError> {
 pub async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, NetError> {
     UdpSocket::bind(addr)
         .await
-        .map_err(|source| NetError::Bind { addr, source })
+        .map_err(|cause| NetError::Bind { addr, cause })
 }
 
 /// Binds a UDP socket on the wildcard address of `peer`'s family and connects it to
@@ -145,7 +145,7 @@ pub async fn connect_udp(peer: SocketAddr) -> Result<UdpSocket, NetError> {
     socket
         .connect(peer)
         .await
-        .map_err(|source| NetError::Connect { addr: peer, source })?;
+        .map_err(|cause| NetError::Connect { addr: peer, cause })?;
     Ok(socket)
 }
 
@@ -161,14 +161,14 @@ pub async fn connect_tcp(addrs: &[SocketAddr]) -> Result<TcpStream, NetError> {
             Ok(Ok(stream)) => {
                 stream
                     .set_nodelay(true)
-                    .map_err(|source| NetError::Io { addr, source })?;
+                    .map_err(|cause| NetError::Io { addr, cause })?;
                 return Ok(stream);
             }
-            Ok(Err(source)) => last = Some(NetError::Connect { addr, source }),
+            Ok(Err(cause)) => last = Some(NetError::Connect { addr, cause }),
             Err(_) => {
                 last = Some(NetError::Connect {
                     addr,
-                    source: io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+                    cause: io::Error::new(io::ErrorKind::TimedOut, "timed out"),
                 })
             }
         }

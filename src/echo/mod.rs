@@ -7,7 +7,7 @@
 //!   client side of a UDP conversation with timeouts.
 //! - [`client`]: what `socklab echo client` does with either: interactive lines, a
 //!   ping-style `--count` run, or a `--burst`.
-//! - [`bench`]: `socklab echo bench`, a closed-loop ping-pong load generator.
+//! - [`bench`](mod@bench): `socklab echo bench`, a closed-loop ping-pong load generator.
 //! - [`stats`]: round-trip statistics (ping's min/avg/max/mdev, percentiles).
 //!
 //! The servers work on bytes, not text: `--upper` upper-cases ASCII letters only, so a
@@ -80,14 +80,14 @@ pub enum EchoError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// A socket operation on an established conversation failed.
-    #[error("{operation} {addr} failed: {}", describe(.source))]
+    #[error("{operation} {addr} failed: {}", describe(.cause))]
     Io {
         /// What we were doing ("reading from", "sending to").
         operation: &'static str,
         /// The peer or local address concerned.
         addr: SocketAddr,
         /// The OS error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The server closed a TCP connection before echoing everything.
     #[error("{addr} closed the connection before echoing everything")]

@@ -54,10 +54,10 @@ pub async fn serve_tcp(
     reporter: Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    let local = listener.local_addr().map_err(|source| EchoError::Io {
+    let local = listener.local_addr().map_err(|cause| EchoError::Io {
         operation: "reading the address of",
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
+        cause,
     })?;
     reporter.info(format!("TCP echo server listening on {local}"));
     tokio::select! {
@@ -108,10 +108,10 @@ async fn serve_connection(
     reporter: &Reporter,
 ) -> Result<u64, EchoError> {
     // Replies are written whole, so Nagle's algorithm would only add delay.
-    stream.set_nodelay(true).map_err(|source| EchoError::Io {
+    stream.set_nodelay(true).map_err(|cause| EchoError::Io {
         operation: "configuring the connection from",
         addr: peer,
-        source,
+        cause,
     })?;
     if options.framed {
         echo_frames(&mut stream, peer, options, reporter).await
@@ -137,10 +137,10 @@ async fn echo_bytes(
         let n = stream
             .read(&mut buffer)
             .await
-            .map_err(|source| EchoError::Io {
+            .map_err(|cause| EchoError::Io {
                 operation: "reading from",
                 addr: peer,
-                source,
+                cause,
             })?;
         if n == 0 {
             return Ok(echoed);
@@ -156,10 +156,10 @@ async fn echo_bytes(
         stream
             .write_all(data)
             .await
-            .map_err(|source| EchoError::Io {
+            .map_err(|cause| EchoError::Io {
                 operation: "writing to",
                 addr: peer,
-                source,
+                cause,
             })?;
         echoed += n as u64;
     }
@@ -195,10 +195,10 @@ async fn echo_frames(
         stream
             .write_all(&encode_frame(&payload))
             .await
-            .map_err(|source| EchoError::Io {
+            .map_err(|cause| EchoError::Io {
                 operation: "writing to",
                 addr: peer,
-                source,
+                cause,
             })?;
         echoed += payload.len() as u64;
     }
@@ -228,10 +228,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let first = reader
         .read(&mut prefix[..1])
         .await
-        .map_err(|source| EchoError::Io {
+        .map_err(|cause| EchoError::Io {
             operation: "reading from",
             addr: peer,
-            source,
+            cause,
         })?;
     if first == 0 {
         return Ok(None);
@@ -257,10 +257,10 @@ async fn read_exact<R: AsyncRead + Unpin>(
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
             Err(EchoError::Closed { addr: peer })
         }
-        Err(source) => Err(EchoError::Io {
+        Err(cause) => Err(EchoError::Io {
             operation: "reading from",
             addr: peer,
-            source,
+            cause,
         }),
     }
 }
@@ -279,10 +279,10 @@ impl TcpConversation {
     /// [`EchoError::Net`] when the name does not resolve or nobody accepts.
     pub async fn connect(host: &str, port: u16, framed: bool) -> Result<Self, EchoError> {
         let stream = net::connect_tcp_host(host, port).await?;
-        let peer = stream.peer_addr().map_err(|source| EchoError::Io {
+        let peer = stream.peer_addr().map_err(|cause| EchoError::Io {
             operation: "reading the address of",
             addr: SocketAddr::from(([0, 0, 0, 0], port)),
-            source,
+            cause,
         })?;
         Ok(TcpConversation {
             stream,
@@ -306,10 +306,10 @@ impl TcpConversation {
         } else {
             self.stream.write_all(message).await
         };
-        result.map_err(|source| EchoError::Io {
+        result.map_err(|cause| EchoError::Io {
             operation: "writing to",
             addr: self.peer,
-            source,
+            cause,
         })
     }
 
@@ -344,10 +344,10 @@ impl TcpConversation {
             .stream
             .read(&mut buffer)
             .await
-            .map_err(|source| EchoError::Io {
+            .map_err(|cause| EchoError::Io {
                 operation: "reading from",
                 addr: self.peer,
-                source,
+                cause,
             })?;
         if n == 0 {
             return Ok(None);

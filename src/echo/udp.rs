@@ -41,10 +41,10 @@ pub async fn serve_udp(
     reporter: Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    let local = socket.local_addr().map_err(|source| EchoError::Io {
+    let local = socket.local_addr().map_err(|cause| EchoError::Io {
         operation: "reading the address of",
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
+        cause,
     })?;
     reporter.info(format!("UDP echo server listening on {local}"));
     tokio::select! {
@@ -146,10 +146,10 @@ impl UdpConversation {
         match self.socket.send(message).await {
             Ok(_) => Ok(()),
             Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-            Err(source) => Err(EchoError::Io {
+            Err(cause) => Err(EchoError::Io {
                 operation: "sending to",
                 addr: self.peer,
-                source,
+                cause,
             }),
         }
     }
@@ -177,11 +177,11 @@ impl UdpConversation {
                 }
                 Received::Unreachable => unreachable = true,
                 Received::Deadline => return Ok(UdpReply::TimedOut { unreachable }),
-                Received::Failed(source) => {
+                Received::Failed(cause) => {
                     return Err(EchoError::Io {
                         operation: "receiving from",
                         addr: self.peer,
-                        source,
+                        cause,
                     })
                 }
             }
@@ -198,11 +198,11 @@ impl UdpConversation {
                 Received::Datagram(n) => return Ok(Some(self.buffer[..n].to_vec())),
                 Received::Unreachable => continue,
                 Received::Deadline => return Ok(None),
-                Received::Failed(source) => {
+                Received::Failed(cause) => {
                     return Err(EchoError::Io {
                         operation: "receiving from",
                         addr: self.peer,
-                        source,
+                        cause,
                     })
                 }
             }

@@ -54,9 +54,9 @@ pub async fn put(
             })?,
     };
     validate(name)?;
-    let read_error = |source| FileError::ReadLocal {
+    let read_error = |error| FileError::ReadLocal {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut file = File::open(path).await.map_err(read_error)?;
     let meta = file.metadata().await.map_err(read_error)?;
@@ -102,11 +102,15 @@ pub async fn put(
         Ok(digest) if digest == sha256 => {}
         // Same length but different bytes: the server will refuse it, but the real
         // story is on our side.
-        Ok(_) => return Err(FileError::LocalChanged { path: path.to_path_buf() }),
+        Ok(_) => {
+            return Err(FileError::LocalChanged {
+                path: path.to_path_buf(),
+            })
+        }
         Err(error @ (FrameError::Read(_) | FrameError::TruncatedBody { .. })) => {
             return Err(local_read_error(path, error))
         }
-        Err(error) => {
+        Err(error @ FrameError::Write(_)) => {
             // The server may have stopped reading because it failed (disk full) and
             // said so before closing: its reason beats "connection reset".
             if let Ok(Reply::Error { code, message }) = server.receive().await {
@@ -114,6 +118,7 @@ pub async fn put(
             }
             return Err(server.failed(error));
         }
+        Err(error) => return Err(server.failed(error)),
     }
     match server.receive().await? {
         Reply::Ok {
@@ -167,7 +172,11 @@ pub async fn get(
 
     let started = Instant::now();
     let mut server = Connection::open(host, port).await?;
-    server.send(&Request::Get { name: name.to_string() }).await?;
+    server
+        .send(&Request::Get {
+            name: name.to_string(),
+        })
+        .await?;
     let (size, sha256) = match server.receive().await? {
         Reply::Data {
             name: sent,
@@ -190,7 +199,7 @@ pub async fn get(
     let part_name = dest.file_name().and_then(OsStr::to_str).unwrap_or(name);
     let mut part = PartFile::create(&dir, part_name)
         .await
-        .map_err(|source| FileError::WriteLocal { path: dir, source })?;
+        .map_err(|error| FileError::WriteLocal { path: dir, error })?;
     let downloading = progress_bar(size, opts.progress, &format!("downloading {name}"));
     let received = framing::copy_body(&mut server.stream, part.file(), size, IDLE_TIMEOUT, |n| {
         downloading.inc(n);
@@ -200,7 +209,7 @@ pub async fn get(
     // Every early return from here drops `part`, which deletes the partial download.
     let digest = match received {
         Ok(digest) => digest,
-        Err(FrameError::Write(source)) => return Err(FileError::WriteLocal { path: dest, source }),
+        Err(FrameError::Write(error)) => return Err(FileError::WriteLocal { path: dest, error }),
         Err(error) => return Err(server.failed(error)),
     };
     if digest != sha256 {
@@ -216,7 +225,7 @@ pub async fn get(
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
             return Err(FileError::LocalExists { path: dest })
         }
-        Err(source) => return Err(FileError::WriteLocal { path: dest, source }),
+        Err(error) => return Err(FileError::WriteLocal { path: dest, error }),
     }
     Ok(TransferReport {
         direction: Direction::Download,
@@ -264,9 +273,9 @@ async fn destination(name: &str, output: Option<&Path>) -> PathBuf {
 /// A failure reading the local file being uploaded.
 fn local_read_error(path: &Path, error: FrameError) -> FileError {
     match error {
-        FrameError::Read(source) => FileError::ReadLocal {
+        FrameError::Read(error) => FileError::ReadLocal {
             path: path.to_path_buf(),
-            source,
+            error,
         },
         // A body copy from a file can otherwise only end early: the file shrank.
         _ => FileError::LocalChanged {
@@ -318,7 +327,8 @@ impl Connection {
 
     /// Waits for one reply header.
     async fn receive(&mut self) -> Result<Reply, FileError> {
-        let read = framing::read_header::<_, Value>(&mut self.stream, protocol::MAX_REPLY_HEADER_LEN);
+        let read =
+            framing::read_header::<_, Value>(&mut self.stream, protocol::MAX_REPLY_HEADER_LEN);
         let header = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
             Ok(Ok(Some(header))) => header,
             Ok(Ok(None)) => return Err(FileError::NoReply { addr: self.addr }),
@@ -328,10 +338,10 @@ impl Connection {
         Reply::from_json(header).map_err(|error| self.bad_reply(error))
     }
 
-    fn failed(&self, source: FrameError) -> FileError {
+    fn failed(&self, error: FrameError) -> FileError {
         FileError::Connection {
             addr: self.addr,
-            source,
+            error,
         }
     }
 

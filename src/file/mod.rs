@@ -87,10 +87,16 @@ impl fmt::Display for TransferReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.direction {
             Direction::Upload => write!(f, "uploaded {}", self.name)?,
-            Direction::Download => write!(f, "downloaded {} to {}", self.name, self.path.display())?,
+            Direction::Download => {
+                write!(f, "downloaded {} to {}", self.name, self.path.display())?
+            }
         }
         let seconds = self.elapsed.as_secs_f64();
-        write!(f, ": {} bytes, sha256 {}, {seconds:.2} s", self.bytes, self.sha256)?;
+        write!(
+            f,
+            ": {} bytes, sha256 {}, {seconds:.2} s",
+            self.bytes, self.sha256
+        )?;
         // A rate over a zero-length interval means nothing; leave it out.
         if seconds > 0.0 {
             write!(f, " ({:.1} MB/s)", self.bytes as f64 / seconds / 1e6)?;
@@ -100,13 +106,15 @@ impl fmt::Display for TransferReport {
 }
 
 /// Everything that can go wrong in the file service. Each message is one line naming
-/// the file, name or address concerned.
+/// the file, name or address concerned, and already includes its cause, so no variant
+/// reports that cause again as a `source()` (`anyhow`'s `{:#}`, which `main` prints,
+/// would repeat it: `connection refused: Connection refused (os error 111)`).
 #[derive(Debug, Error)]
 pub enum FileError {
     /// Resolving, binding or connecting failed (`cannot connect to 127.0.0.1:9:
     /// connection refused`).
-    #[error(transparent)]
-    Net(#[from] NetError),
+    #[error("{0}")]
+    Net(NetError),
     /// A file name that is not a single plain path component.
     #[error("invalid file name {name:?}: {problem}")]
     InvalidName {
@@ -116,12 +124,12 @@ pub enum FileError {
         problem: NameProblem,
     },
     /// A local file could not be opened or read.
-    #[error("cannot read {}: {}", .path.display(), describe(.source))]
+    #[error("cannot read {}: {}", .path.display(), describe(.error))]
     ReadLocal {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A local file changed (shrank, or was rewritten) while it was being uploaded.
     #[error("{} changed while it was being uploaded", .path.display())]
@@ -143,12 +151,12 @@ pub enum FileError {
         path: PathBuf,
     },
     /// A downloaded file could not be written or installed.
-    #[error("cannot write {}: {}", .path.display(), describe(.source))]
+    #[error("cannot write {}: {}", .path.display(), describe(.error))]
     WriteLocal {
         /// The destination (or its directory).
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A download would replace a local file and `--force` was not given.
     #[error("cannot download to {}: file exists (use --force to replace it)", .path.display())]
@@ -157,16 +165,16 @@ pub enum FileError {
         path: PathBuf,
     },
     /// The served directory could not be created or cleaned of stale part files.
-    #[error("cannot serve {}: {}", .path.display(), describe(.source))]
+    #[error("cannot serve {}: {}", .path.display(), describe(.error))]
     ServeDir {
         /// The directory.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The listening socket's own address could not be read.
     #[error("cannot read the listening address: {}", describe(.0))]
-    LocalAddr(#[source] io::Error),
+    LocalAddr(io::Error),
     /// The server answered a request with an error reply.
     #[error("server refused {action}: {message}")]
     Refused {
@@ -177,12 +185,12 @@ pub enum FileError {
         message: String,
     },
     /// Talking to the server failed mid-exchange (reset, truncated frame, stall).
-    #[error("connection with {addr} failed: {source}")]
+    #[error("connection with {addr} failed: {error}")]
     Connection {
         /// The server.
         addr: SocketAddr,
         /// What went wrong with the frames.
-        source: FrameError,
+        error: FrameError,
     },
     /// The server sent no reply within [`IDLE_TIMEOUT`].
     #[error("no reply from {addr} within {} s", .waited.as_secs())]
@@ -221,7 +229,13 @@ pub enum FileError {
     },
     /// The listing could not be encoded as JSON.
     #[error("cannot encode the listing as JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<NetError> for FileError {
+    fn from(error: NetError) -> Self {
+        FileError::Net(error)
+    }
 }
 
 /// Renders a listing as a table: name and size in bytes, in the server's order (by
@@ -234,7 +248,10 @@ pub fn render_list(entries: &[FileEntry]) -> String {
     for entry in entries {
         // The names come from the server: escape anything that could drive the
         // terminal.
-        table.add_row(vec![protocol::printable(&entry.name), entry.size.to_string()]);
+        table.add_row(vec![
+            protocol::printable(&entry.name),
+            entry.size.to_string(),
+        ]);
     }
     if let Some(size) = table.column_mut(1) {
         size.set_cell_alignment(comfy_table::CellAlignment::Right);
@@ -323,8 +340,14 @@ mod tests {
     fn listing_renders_as_a_table() {
         let text = render_list(&entries());
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].contains("name") && lines[1].contains("size (bytes)"), "{text}");
-        assert!(text.contains("a.bin") && text.contains("10000000"), "{text}");
+        assert!(
+            lines[1].contains("name") && lines[1].contains("size (bytes)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a.bin") && text.contains("10000000"),
+            "{text}"
+        );
         assert_eq!(render_list(&[]), "(no files)");
     }
 

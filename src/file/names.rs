@@ -39,7 +39,10 @@ impl fmt::Display for NameProblem {
             NameProblem::NotSingleComponent => write!(f, "must be a single path component"),
             NameProblem::ControlCharacter => write!(f, "must not contain control characters"),
             NameProblem::Hidden => {
-                write!(f, "must not start with '.' (reserved for hidden and temporary files)")
+                write!(
+                    f,
+                    "must not start with '.' (reserved for hidden and temporary files)"
+                )
             }
             NameProblem::TooLong => write!(f, "must be at most {MAX_NAME_LEN} bytes"),
         }
@@ -83,7 +86,14 @@ mod tests {
 
     #[test]
     fn plain_names_are_accepted() {
-        for name in ["report.pdf", "a", "notes v2.txt", "Überblick.md", "x.tar.gz", "a..b"] {
+        for name in [
+            "report.pdf",
+            "a",
+            "notes v2.txt",
+            "Überblick.md",
+            "x.tar.gz",
+            "a..b",
+        ] {
             assert_eq!(check_name(name), Ok(()), "{name:?}");
         }
         assert_eq!(check_name(&"n".repeat(MAX_NAME_LEN)), Ok(()));
@@ -91,8 +101,22 @@ mod tests {
 
     #[test]
     fn path_tricks_are_refused() {
-        for name in [".", "..", "../x", "a/b", "/etc/passwd", "a\\b", "..\\x", "C:\\x", "x/"] {
-            assert_eq!(check_name(name), Err(NameProblem::NotSingleComponent), "{name:?}");
+        for name in [
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            "..\\x",
+            "C:\\x",
+            "x/",
+        ] {
+            assert_eq!(
+                check_name(name),
+                Err(NameProblem::NotSingleComponent),
+                "{name:?}"
+            );
         }
     }
 
@@ -104,7 +128,10 @@ mod tests {
         assert_eq!(check_name("bell\u{7}"), Err(NameProblem::ControlCharacter));
         assert_eq!(check_name(".hidden"), Err(NameProblem::Hidden));
         assert_eq!(check_name(".x.part-1234"), Err(NameProblem::Hidden));
-        assert_eq!(check_name(&"n".repeat(MAX_NAME_LEN + 1)), Err(NameProblem::TooLong));
+        assert_eq!(
+            check_name(&"n".repeat(MAX_NAME_LEN + 1)),
+            Err(NameProblem::TooLong)
+        );
         // 128 two-byte characters: 128 characters but 256 bytes.
         assert_eq!(check_name(&"é".repeat(128)), Err(NameProblem::TooLong));
     }
@@ -115,6 +142,9 @@ mod tests {
             NameProblem::NotSingleComponent.to_string(),
             "must be a single path component"
         );
-        assert_eq!(NameProblem::TooLong.to_string(), "must be at most 255 bytes");
+        assert_eq!(
+            NameProblem::TooLong.to_string(),
+            "must be at most 255 bytes"
+        );
     }
 }

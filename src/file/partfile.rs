@@ -47,7 +47,11 @@ impl PartFile {
         let path = dir.join(part_name(name, rand::random()));
         // `create_new`: should two transfers ever draw the same random suffix, the
         // second fails instead of writing into the first one's file.
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
         Ok(PartFile {
             path,
             file,
@@ -104,7 +108,11 @@ impl Drop for PartFile {
 async fn sync_dir(dest: &Path) {
     #[cfg(unix)]
     if let Some(dir) = dest.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(handle) = File::open(dir).await {
             let _ = handle.sync_all().await;
         }

