@@ -252,9 +252,5 @@ fn local_addr(
     result: std::io::Result<SocketAddr>,
     bound: SocketAddr,
 ) -> Result<SocketAddr, EchoError> {
-    result.map_err(|cause| EchoError::Io {
-        operation: "reading the address of",
-        addr: bound,
-        cause,
-    })
+    result.map_err(EchoError::io("reading the address of", bound))
 }

@@ -108,6 +108,17 @@ pub enum EchoError {
     Stdin(io::Error),
 }
 
+impl EchoError {
+    /// A `map_err` adapter: `stream.read(..).await.map_err(EchoError::io("reading from", peer))`.
+    pub fn io(operation: &'static str, addr: SocketAddr) -> impl FnOnce(io::Error) -> EchoError {
+        move |cause| EchoError::Io {
+            operation,
+            addr,
+            cause,
+        }
+    }
+}
+
 /// Upper-cases ASCII letters in place (what `--upper` does to a reply).
 pub fn make_upper(bytes: &mut [u8]) {
     bytes.make_ascii_uppercase();

@@ -54,11 +54,10 @@ pub async fn serve_tcp(
     reporter: Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    let local = listener.local_addr().map_err(|cause| EchoError::Io {
-        operation: "reading the address of",
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        cause,
-    })?;
+    let local = listener.local_addr().map_err(EchoError::io(
+        "reading the address of",
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+    ))?;
     reporter.info(format!("TCP echo server listening on {local}"));
     tokio::select! {
         () = accept_loop(listener, local, Arc::new(options), reporter.clone()) => Ok(()),
@@ -108,11 +107,9 @@ async fn serve_connection(
     reporter: &Reporter,
 ) -> Result<u64, EchoError> {
     // Replies are written whole, so Nagle's algorithm would only add delay.
-    stream.set_nodelay(true).map_err(|cause| EchoError::Io {
-        operation: "configuring the connection from",
-        addr: peer,
-        cause,
-    })?;
+    stream
+        .set_nodelay(true)
+        .map_err(EchoError::io("configuring the connection from", peer))?;
     if options.framed {
         echo_frames(&mut stream, peer, options, reporter).await
     } else {
@@ -137,11 +134,7 @@ async fn echo_bytes(
         let n = stream
             .read(&mut buffer)
             .await
-            .map_err(|cause| EchoError::Io {
-                operation: "reading from",
-                addr: peer,
-                cause,
-            })?;
+            .map_err(EchoError::io("reading from", peer))?;
         if n == 0 {
             return Ok(echoed);
         }
@@ -156,11 +149,7 @@ async fn echo_bytes(
         stream
             .write_all(data)
             .await
-            .map_err(|cause| EchoError::Io {
-                operation: "writing to",
-                addr: peer,
-                cause,
-            })?;
+            .map_err(EchoError::io("writing to", peer))?;
         echoed += n as u64;
     }
 }
@@ -195,11 +184,7 @@ async fn echo_frames(
         stream
             .write_all(&encode_frame(&payload))
             .await
-            .map_err(|cause| EchoError::Io {
-                operation: "writing to",
-                addr: peer,
-                cause,
-            })?;
+            .map_err(EchoError::io("writing to", peer))?;
         echoed += payload.len() as u64;
     }
 }
@@ -228,11 +213,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let first = reader
         .read(&mut prefix[..1])
         .await
-        .map_err(|cause| EchoError::Io {
-            operation: "reading from",
-            addr: peer,
-            cause,
-        })?;
+        .map_err(EchoError::io("reading from", peer))?;
     if first == 0 {
         return Ok(None);
     }
@@ -257,11 +238,7 @@ async fn read_exact<R: AsyncRead + Unpin>(
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
             Err(EchoError::Closed { addr: peer })
         }
-        Err(cause) => Err(EchoError::Io {
-            operation: "reading from",
-            addr: peer,
-            cause,
-        }),
+        Err(cause) => Err(EchoError::io("reading from", peer)(cause)),
     }
 }
 
@@ -279,11 +256,10 @@ impl TcpConversation {
     /// [`EchoError::Net`] when the name does not resolve or nobody accepts.
     pub async fn connect(host: &str, port: u16, framed: bool) -> Result<Self, EchoError> {
         let stream = net::connect_tcp_host(host, port).await?;
-        let peer = stream.peer_addr().map_err(|cause| EchoError::Io {
-            operation: "reading the address of",
-            addr: SocketAddr::from(([0, 0, 0, 0], port)),
-            cause,
-        })?;
+        let peer = stream.peer_addr().map_err(EchoError::io(
+            "reading the address of",
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ))?;
         Ok(TcpConversation {
             stream,
             peer,
@@ -306,11 +282,7 @@ impl TcpConversation {
         } else {
             self.stream.write_all(message).await
         };
-        result.map_err(|cause| EchoError::Io {
-            operation: "writing to",
-            addr: self.peer,
-            cause,
-        })
+        result.map_err(EchoError::io("writing to", self.peer))
     }
 
     /// Receives the echo of a message of `len` bytes: exactly `len` bytes in raw mode
@@ -344,11 +316,7 @@ impl TcpConversation {
             .stream
             .read(&mut buffer)
             .await
-            .map_err(|cause| EchoError::Io {
-                operation: "reading from",
-                addr: self.peer,
-                cause,
-            })?;
+            .map_err(EchoError::io("reading from", self.peer))?;
         if n == 0 {
             return Ok(None);
         }

@@ -41,11 +41,10 @@ pub async fn serve_udp(
     reporter: Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    let local = socket.local_addr().map_err(|cause| EchoError::Io {
-        operation: "reading the address of",
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        cause,
-    })?;
+    let local = socket.local_addr().map_err(EchoError::io(
+        "reading the address of",
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+    ))?;
     reporter.info(format!("UDP echo server listening on {local}"));
     tokio::select! {
         () = echo_loop(&socket, &options, &reporter) => Ok(()),
@@ -146,11 +145,7 @@ impl UdpConversation {
         match self.socket.send(message).await {
             Ok(_) => Ok(()),
             Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-            Err(cause) => Err(EchoError::Io {
-                operation: "sending to",
-                addr: self.peer,
-                cause,
-            }),
+            Err(cause) => Err(EchoError::io("sending to", self.peer)(cause)),
         }
     }
 
@@ -178,11 +173,7 @@ impl UdpConversation {
                 Received::Unreachable => unreachable = true,
                 Received::Deadline => return Ok(UdpReply::TimedOut { unreachable }),
                 Received::Failed(cause) => {
-                    return Err(EchoError::Io {
-                        operation: "receiving from",
-                        addr: self.peer,
-                        cause,
-                    })
+                    return Err(EchoError::io("receiving from", self.peer)(cause))
                 }
             }
         }
@@ -199,11 +190,7 @@ impl UdpConversation {
                 Received::Unreachable => continue,
                 Received::Deadline => return Ok(None),
                 Received::Failed(cause) => {
-                    return Err(EchoError::Io {
-                        operation: "receiving from",
-                        addr: self.peer,
-                        cause,
-                    })
+                    return Err(EchoError::io("receiving from", self.peer)(cause))
                 }
             }
         }
