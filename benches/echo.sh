@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benches/echo.sh: how fast is socklab's echo server, next to the alternatives?
 #
-#   bash benches/echo.sh              # the full run, about 6 minutes on 2 cores
+#   bash benches/echo.sh              # the full run: 9.5 minutes on an idle 2-core
+#                                     # machine, longer if it must wait for other work
 #   RUNS=3 DURATION=1s bash benches/echo.sh   # a quick look (not for BENCHMARKS.md)
 #
 # What it measures: closed-loop ping-pong over loopback. `socklab echo bench` keeps
@@ -11,20 +12,24 @@
 # can stream.
 #
 #   TCP servers  socklab echo server --tcp         (tokio, one task per connection)
-#                socat TCP-LISTEN:P,fork,reuseaddr EXEC:cat
-#                ncat -lk --exec /bin/cat
+#                socat TCP-LISTEN:P,bind=127.0.0.1,fork,reuseaddr EXEC:cat
+#                ncat -lk --exec /bin/cat 127.0.0.1 P
 #                benches/py_echo_server.py          (socketserver.ThreadingTCPServer)
 #                benches/echo_floor.c tcp           (C, one pthread per connection: the floor)
 #   UDP servers  socklab echo server --udp
-#                socat UDP-LISTEN:P,fork PIPE       (forks a child per client address)
+#                socat UDP-LISTEN:P,bind=127.0.0.1,fork PIPE  (a child per client address)
 #                benches/echo_floor.c udp           (C recvfrom/sendto loop: the floor)
 #
 # Each server gets its own free port on 127.0.0.1 and is measured at 1 and 50
-# connections, RUNS times (default 5) of DURATION (default 3s) after a WARMUP (0.5s);
-# the table shows the median of the runs, and their range. It also records how much CPU
-# the server and the load generator used (the machine has few cores, and they share
-# them), and cross-checks the load generator with a second one,
-# benches/py_bench_client.py, against the socklab server and the C floor.
+# connections, RUNS times (default 5) of DURATION (default 3s, whole seconds) after a
+# WARMUP (0.5s), in round-robin rounds so that a noisy minute on a shared host hits
+# every server alike; the table shows the median of the runs and their range. Also:
+#   - 1 connection with server and client pinned to one core (taskset -c 0), which
+#     takes the cross-core wake-up out of the round trip and leaves the server's cost;
+#   - how much CPU the server, the load generator and the whole machine used (the
+#     server and the generator share the cores);
+#   - a cross-check of the load generator: benches/py_bench_client.py, a second,
+#     independent one, against the socklab server and the C floor at 50 connections.
 #
 # Output: a Markdown report on stdout, also written to benches/results/echo-DATE.md
 # (git-ignored), ready to paste into BENCHMARKS.md. Progress goes to stderr.
@@ -40,16 +45,22 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-3s}
 WARMUP=${WARMUP:-0.5s}
 SIZE=${SIZE:-64}
-CONNS=(1 50)
 # How long a server may take to start listening before we give up on it.
 READY_TIMEOUT_S=20
 # The crate may briefly fail to compile while someone is mid-change: retry this often,
 # a minute apart, before giving up.
 BUILD_ATTEMPTS=10
+# The machine may be shared (someone's `cargo test`). Before each run, wait up to
+# QUIET_WAIT_S for the cores to be nearly idle (under QUIET_CORES busy). After it, if
+# processes outside the benchmark used more than FOREIGN_MAX_CORES on average, run it
+# again, at most RUN_ATTEMPTS times in all; the report says how often that happened.
+QUIET_CORES=0.3
+QUIET_WAIT_S=90
+FOREIGN_MAX_CORES=0.3
+RUN_ATTEMPTS=3
 
 SOCKLAB=$ROOT/target/release/socklab
 WORK=$(mktemp -d /tmp/socklab-bench.XXXXXX)
-RESULTS=$WORK/results.tsv # one line per series, rendered into Markdown at the end
 SERVER_PID="" # the server running now (one at a time), for the EXIT trap
 PIN=()        # a prefix for server and client commands, e.g. (taskset -c 0)
 STARTED_AT=$(date +%s)
@@ -160,129 +171,156 @@ print(ticks / os.sysconf("SC_CLK_TCK"))
 PY
 }
 
-# CPU seconds all cores have spent busy so far (not idle, not waiting for I/O): the
-# server, the load generator, and the kernel's softirq work for loopback.
+# CPU seconds all cores have spent busy so far: user, system, and interrupt and
+# softirq time (where the kernel does most of loopback's packet work), not idle, I/O
+# wait or time the hypervisor gave to someone else.
 machine_busy_s() {
-  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / hz; exit }' /proc/stat
+}
+
+# Waits until the machine is nearly idle (see QUIET_CORES), or QUIET_WAIT_S has passed.
+wait_for_quiet() {
+  local deadline=$((SECONDS + QUIET_WAIT_S)) b0 b1 busy said=""
+  while :; do
+    b0=$(machine_busy_s)
+    sleep 0.5
+    b1=$(machine_busy_s)
+    busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.2f", (b - a) / 0.5 }')
+    awk -v x="$busy" -v q="$QUIET_CORES" 'BEGIN { exit !(x < q) }' && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "machine still busy ($busy cores) after ${QUIET_WAIT_S}s; measuring anyway"
+      return 0
+    fi
+    [ -n "$said" ] || log "waiting for the machine to go quiet ($busy cores busy)"
+    said=1
+  done
 }
 
 # --- measuring ------------------------------------------------------------------------
 
-# Runs a command and appends its stdout to $1; adds the CPU seconds it used to $2.
-run_measured() {
-  local out=$1 cpu=$2
-  shift 2
-  local status=0
-  /usr/bin/time -f "%U %S" -o "$WORK/time" "$@" >>"$out" 2>>"$WORK/client.err" || status=$?
-  # socklab exits 1 when a run had errors; the errors are in its JSON and in the table.
-  if [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; then
-    log "load generator failed (exit $status): $*"
-    tail -3 "$WORK/client.err" >&2
+# The servers, one a line: TABLE | TRANSPORT | NAME | PIN | CONNS | CLIENT | COMMAND.
+# {PORT} in COMMAND is replaced by a free port; PIN "cpu0" runs server and client under
+# `taskset -c 0`; CLIENT is the load generator, socklab or python (the cross-check).
+# Commands are split on spaces, so no word in them may contain one.
+SERVERS=(
+  "tcp | tcp | socklab                   | - | 1 50 | socklab | $SOCKLAB echo server --tcp --port {PORT}"
+  "tcp | tcp | socat (fork, EXEC:cat)    | - | 1 50 | socklab | socat TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr EXEC:cat"
+  "tcp | tcp | ncat (--exec /bin/cat)    | - | 1 50 | socklab | ncat -lk --exec /bin/cat 127.0.0.1 {PORT}"
+  "tcp | tcp | Python ThreadingTCPServer | - | 1 50 | socklab | python3 benches/py_echo_server.py {PORT}"
+  "tcp | tcp | C floor (pthread/conn)    | - | 1 50 | socklab | $WORK/echo_floor tcp {PORT}"
+  "udp | udp | socklab                   | - | 1 50 | socklab | $SOCKLAB echo server --udp --port {PORT}"
+  "udp | udp | socat (fork, PIPE)        | - | 1 50 | socklab | socat UDP-LISTEN:{PORT},bind=127.0.0.1,fork PIPE"
+  "udp | udp | C floor (recvfrom loop)   | - | 1 50 | socklab | $WORK/echo_floor udp {PORT}"
+  # One connection again, client and server pinned to the same core. Unpinned, each
+  # round trip wakes an idle core twice, and on a virtual machine that wake-up (an
+  # inter-processor interrupt through the hypervisor) is most of the round trip and
+  # varies with the host; on one core it is a plain context switch, so what is left
+  # is the server's own cost per message.
+  "pinned | tcp | socklab TCP | cpu0 | 1 | socklab | $SOCKLAB echo server --tcp --port {PORT}"
+  "pinned | tcp | C floor TCP | cpu0 | 1 | socklab | $WORK/echo_floor tcp {PORT}"
+  "pinned | udp | socklab UDP | cpu0 | 1 | socklab | $SOCKLAB echo server --udp --port {PORT}"
+  "pinned | udp | C floor UDP | cpu0 | 1 | socklab | $WORK/echo_floor udp {PORT}"
+  # The cross-check: a second, independent load generator against two of the servers.
+  "tcp | tcp | socklab                | - | 50 | python | $SOCKLAB echo server --tcp --port {PORT}"
+  "tcp | tcp | C floor (pthread/conn) | - | 50 | python | $WORK/echo_floor tcp {PORT}"
+)
+
+trim() { local x=$1; x=${x#"${x%%[! ]*}"}; echo "${x%"${x##*[! ]}"}"; }
+
+# measure_run TABLE TRANSPORT NAME CONNS CLIENT ATTEMPT: one run of the load generator
+# against the server on PORT; writes one tab-separated line to $WORK/run.tsv: table,
+# name, conns, client, round trips/s, p50, p99, errors, client CPU s, server CPU s,
+# machine busy s, wall s, foreign cores (busy - client - server, per second), attempt.
+measure_run() {
+  local table=$1 transport=$2 name=$3 c=$4 client=$5 attempt=$6
+  local cpu0 cpu1 busy0 busy1 wall0 wall1 status=0
+  cpu0=$(group_cpu_s "$SERVER_PID")
+  busy0=$(machine_busy_s)
+  wall0=$(date +%s.%N)
+  if [ "$client" = socklab ]; then
+    /usr/bin/time -f "%U %S" -o "$WORK/time" "${PIN[@]}" "$SOCKLAB" echo bench "--$transport" \
+      127.0.0.1 "$PORT" -c "$c" -s "$SIZE" -d "$DURATION" --warmup "$WARMUP" --json \
+      >"$WORK/run.json" 2>"$WORK/client.err" || status=$?
+  else
+    /usr/bin/time -f "%U %S" -o "$WORK/time" "${PIN[@]}" python3 benches/py_bench_client.py \
+      127.0.0.1 "$PORT" -c "$c" -s "$SIZE" -d "${DURATION%s}" --warmup "${WARMUP%s}" \
+      >"$WORK/run.json" 2>"$WORK/client.err" || status=$?
   fi
-  awk '{ printf "%.3f\n", $1 + $2 }' "$WORK/time" | tail -1 >>"$cpu"
-}
-
-# series TABLE TRANSPORT SERVER_NAME CONNS CLIENT: RUNS runs against the current
-# server (SERVER_PID on PORT) with CLIENT (socklab|python); appends one line, filed
-# under TABLE, to $RESULTS.
-series() {
-  local table=$1 transport=$2 name=$3 conns=$4 client=$5
-  local out="$WORK/runs-$transport-$PORT-$conns-$client.jsonl" cpu="$WORK/cpu-$$-$RANDOM"
-  : >"$out"
-  : >"$cpu"
-  local server_cpu_before server_cpu_after busy_before busy_after wall_before wall_after run
-  server_cpu_before=$(group_cpu_s "$SERVER_PID")
-  busy_before=$(machine_busy_s)
-  wall_before=$(date +%s.%N)
-  for run in $(seq 1 "$RUNS"); do
-    if [ "$client" = socklab ]; then
-      run_measured "$out" "$cpu" "${PIN[@]}" "$SOCKLAB" echo bench "--$transport" 127.0.0.1 "$PORT" \
-        -c "$conns" -s "$SIZE" -d "$DURATION" --warmup "$WARMUP" --json
-    else
-      run_measured "$out" "$cpu" "${PIN[@]}" python3 benches/py_bench_client.py 127.0.0.1 "$PORT" \
-        -c "$conns" -s "$SIZE" -d "${DURATION%s}" --warmup "${WARMUP%s}"
-    fi
-  done
-  wall_after=$(date +%s.%N)
-  busy_after=$(machine_busy_s)
-  server_cpu_after=$(group_cpu_s "$SERVER_PID")
-  python3 - "$out" "$cpu" "$table" "$name" "$conns" "$client" \
-    "$server_cpu_before" "$server_cpu_after" "$wall_before" "$wall_after" \
-    "$busy_before" "$busy_after" >>"$RESULTS" <<'PY'
-import json, statistics, sys
-out, cpu, table, name, conns, client = sys.argv[1:7]
-s0, s1, w0, w1, b0, b1 = map(float, sys.argv[7:13])
-runs = [json.loads(line) for line in open(out) if line.strip()]
-client_cpu = sum(float(x) for x in open(cpu) if x.strip())
-wall = w1 - w0
-rates = [r["round_trips_per_sec"] for r in runs]
-med = lambda xs: statistics.median(xs) if xs else float("nan")
-lat = lambda key: med([r["latency_us"][key] for r in runs if "latency_us" in r])
-row = [table, name, conns, client, len(runs), med(rates),
-       min(rates, default=float("nan")), max(rates, default=float("nan")),
-       lat("p50"), lat("p99"), sum(r.get("errors", 0) for r in runs),
-       (s1 - s0) / wall, client_cpu / wall, (b1 - b0) / wall]
-print("\t".join(str(x) for x in row))
+  wall1=$(date +%s.%N)
+  busy1=$(machine_busy_s)
+  cpu1=$(group_cpu_s "$SERVER_PID")
+  # socklab exits 1 when a run had errors; they are counted in its JSON.
+  if [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; then
+    log "load generator failed (exit $status) against $name: $(tail -1 "$WORK/client.err")"
+    return 1
+  fi
+  python3 - "$WORK/run.json" "$WORK/time" "$table" "$name" "$c" "$client" \
+    "$cpu0" "$cpu1" "$busy0" "$busy1" "$wall0" "$wall1" "$attempt" >"$WORK/run.tsv" <<'PY'
+import json, sys
+run_json, time_file, table, name, conns, client = sys.argv[1:7]
+cpu0, cpu1, busy0, busy1, wall0, wall1 = map(float, sys.argv[7:13])
+attempt = sys.argv[13]
+r = json.load(open(run_json))
+# GNU time writes "Command exited with non-zero status 1" first when that happens.
+user, system = map(float, open(time_file).read().split("\n")[-2].split())
+client_cpu, server_cpu, busy, wall = user + system, cpu1 - cpu0, busy1 - busy0, wall1 - wall0
+lat = r.get("latency_us", {})
+print("\t".join(str(x) for x in [
+    table, name, conns, client, r["round_trips_per_sec"],
+    lat.get("p50", "nan"), lat.get("p99", "nan"), r.get("errors", 0),
+    client_cpu, server_cpu, busy, wall,
+    round((busy - client_cpu - server_cpu) / wall, 3), attempt]))
 PY
-  log "$(tail -1 "$RESULTS" | awk -F'\t' '{ printf "%s %-28s c=%-3s %-7s %9.0f rt/s (%.0f..%.0f) p50 %.1fus p99 %.1fus err %s", $1, $2, $3, $4, $6, $7, $8, $9, $10, $11 }')"
 }
 
-# measure TABLE TRANSPORT NAME COMMAND...: starts the server (the command may use
-# {PORT}), runs every connection count in CONNS against it, stops it.
-measure() {
-  local table=$1 transport=$2 name=$3
-  shift 3
+# run_once SPEC: starts the server of SPEC, runs its load generator once for each of
+# its connection counts, stops it. Appends one line per run to $RUNS_TSV.
+run_once() {
+  local table transport name pin conns client command
+  IFS='|' read -r table transport name pin conns client command <<<"$1"
+  table=$(trim "$table") transport=$(trim "$transport") name=$(trim "$name")
+  pin=$(trim "$pin") client=$(trim "$client")
+  PIN=()
+  [ "$pin" = cpu0 ] && PIN=(taskset -c 0)
   PORT=$(free_port "$transport")
-  local command=()
-  local word
-  for word in "$@"; do command+=("${word//\{PORT\}/$PORT}"); done
-  log "$name: ${command[*]}"
-  start_server "$transport" "$PORT" "${command[@]}"
-  local conns
-  for conns in "${CONNS[@]}"; do
-    series "$table" "$transport" "$name" "$conns" socklab
+  local words=() word
+  read -r -a words <<<"$command"
+  local argv=()
+  for word in "${words[@]}"; do argv+=("${word//\{PORT\}/$PORT}"); done
+  start_server "$transport" "$PORT" "${argv[@]}"
+
+  local c attempt
+  for c in $conns; do
+    for attempt in $(seq 1 "$RUN_ATTEMPTS"); do
+      wait_for_quiet
+      measure_run "$table" "$transport" "$name" "$c" "$client" "$attempt" || continue
+      # measure_run left its line in $WORK/run.tsv; keep it unless foreign load spoilt it.
+      local foreign
+      foreign=$(awk -F'\t' '{ print $13 }' "$WORK/run.tsv")
+      if awk -v x="$foreign" -v m="$FOREIGN_MAX_CORES" 'BEGIN { exit !(x <= m) }' ||
+        [ "$attempt" -eq "$RUN_ATTEMPTS" ]; then
+        cat "$WORK/run.tsv" >>"$RUNS_TSV"
+        log "$(awk -F'\t' '{ printf "%-6s %-26s c=%-2s %-7s %8.0f rt/s p50 %6.1f us p99 %7.1f us errors %s foreign %.2f", $1, $2, $3, $4, $5, $6, $7, $8, $13 }' "$WORK/run.tsv")"
+        break
+      fi
+      log "other processes used $foreign cores during that run against $name (c=$c); running it again"
+    done
   done
   stop_server
 }
 
 # --- the runs -------------------------------------------------------------------------
 
-: >"$RESULTS"
-measure tcp tcp "socklab" "$SOCKLAB" echo server --tcp --port '{PORT}'
-measure tcp tcp "socat (fork, EXEC:cat)" socat 'TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr' EXEC:cat
-measure tcp tcp "ncat (--exec /bin/cat)" ncat -lk --exec /bin/cat 127.0.0.1 '{PORT}'
-measure tcp tcp "Python ThreadingTCPServer" python3 benches/py_echo_server.py '{PORT}'
-measure tcp tcp "C floor (pthread/conn)" "$WORK/echo_floor" tcp '{PORT}'
-
-measure udp udp "socklab" "$SOCKLAB" echo server --udp --port '{PORT}'
-measure udp udp "socat (fork, PIPE)" socat 'UDP-LISTEN:{PORT},bind=127.0.0.1,fork' PIPE
-measure udp udp "C floor (recvfrom loop)" "$WORK/echo_floor" udp '{PORT}'
-
-# One connection again, with client and server pinned to the same core. Unpinned, each
-# round trip wakes a sleeping core twice, and on a virtual machine that wake-up (an
-# inter-processor interrupt through the hypervisor) is most of the round trip and
-# varies with the host; on one core the wake-up is a plain context switch, so what is
-# left is the server's own cost per message.
-PIN=(taskset -c 0)
-CONNS=(1)
-measure pinned tcp "socklab TCP" "$SOCKLAB" echo server --tcp --port '{PORT}'
-measure pinned tcp "C floor TCP" "$WORK/echo_floor" tcp '{PORT}'
-measure pinned udp "socklab UDP" "$SOCKLAB" echo server --udp --port '{PORT}'
-measure pinned udp "C floor UDP" "$WORK/echo_floor" udp '{PORT}'
-PIN=()
-
-# The cross-check: a second, independent load generator against the same two servers.
-for server in socklab floor; do
-  PORT=$(free_port tcp)
-  if [ "$server" = socklab ]; then
-    start_server tcp "$PORT" "$SOCKLAB" echo server --tcp --port "$PORT"
-    name=socklab
-  else
-    start_server tcp "$PORT" "$WORK/echo_floor" tcp "$PORT"
-    name="C floor (pthread/conn)"
-  fi
-  series tcp tcp "$name" 50 python
-  stop_server
+# Round-robin: each round runs every server once, starting one further down the list
+# each time, so a slow minute on a shared host spreads over all servers instead of
+# spoiling one server's five runs.
+RUNS_TSV=$WORK/runs.tsv
+: >"$RUNS_TSV"
+for round in $(seq 1 "$RUNS"); do
+  log "round $round of $RUNS"
+  for i in $(seq 0 $((${#SERVERS[@]} - 1))); do
+    run_once "${SERVERS[$(((i + round - 1) % ${#SERVERS[@]}))]}"
+  done
 done
 
 # --- the report -----------------------------------------------------------------------
@@ -291,9 +329,27 @@ FINISHED_AT=$(date +%s)
 mkdir -p benches/results
 REPORT=benches/results/echo-$(date +%F-%H%M%S).md
 tokio_version=$(awk '/^name = "tokio"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
-python3 - "$RESULTS" >"$REPORT" <<PY
-import sys
-rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+python3 - "$RUNS_TSV" >"$REPORT" <<PY
+import statistics, sys
+from collections import OrderedDict
+
+# One row per (table, server, conns, client): medians over the runs, CPU over their time.
+cells = OrderedDict()
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 14:
+        cells.setdefault(tuple(f[:4]), []).append([float(x) for x in f[4:]])
+rows = []
+for key in sorted(cells, key=lambda k: (["tcp", "udp", "pinned"].index(k[0]), k[3] != "socklab")):
+    runs = cells[key]
+    col = lambda i: [r[i] for r in runs]
+    wall = sum(col(7))
+    rows.append(list(key) + [len(runs), statistics.median(col(0)), min(col(0)), max(col(0)),
+                statistics.median(col(1)), statistics.median(col(2)), int(sum(col(3))),
+                sum(col(5)) / wall, sum(col(4)) / wall, sum(col(6)) / wall,
+                max(0.0, sum(col(6)) / wall - sum(col(5)) / wall - sum(col(4)) / wall),
+                sum(1 for r in runs if r[9] > 1),
+                sum(1 for r in runs if r[8] > $FOREIGN_MAX_CORES)])
 def num(x):
     return float(x)
 
@@ -310,22 +366,29 @@ print("Settings: ${SIZE}-byte messages, one in flight per connection, TCP_NODELA
       " Total time of the script: $(( (FINISHED_AT - STARTED_AT) / 60 )) min $(( (FINISHED_AT - STARTED_AT) % 60 )) s.")
 print()
 print("CPU columns: how many cores the server (its process group), the load generator and"
-      " the whole machine kept busy on average over the series (1.00 = one core fully"
-      " used, the machine has $(nproc)). The server column misses children that socat and"
-      " ncat reap automatically, so for them the machine column is the better guide;"
-      " busy minus client is roughly the server plus loopback softirq work.")
+      " the whole machine kept busy on average over the runs (1.00 = one core fully"
+      " used, the machine has $(nproc)); \"others\" is machine minus server minus client,"
+      " i.e. processes outside the benchmark (within about 0.15 of accounting noise:"
+      " loopback softirq time is charged partly to the tasks, partly to the machine only).")
+repeated = sum(r[15] for r in rows)
+spoilt = sum(r[16] for r in rows)
+print()
+print(f"Before each run the script waited for the machine to be idle; {repeated} run(s)"
+      f" were repeated because other processes used more than $FOREIGN_MAX_CORES cores"
+      f" during them, and {spoilt} run(s) in the tables still had that much foreign load"
+      " after $RUN_ATTEMPTS attempts.")
 
 def table(transport):
     print()
     print(f"### {transport.upper()}")
     print()
-    print("| server | conns | round trips/s (median) | [min .. max] | p50 µs | p99 µs | server CPU | client CPU | machine busy | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | conns | round trips/s (median) | [min .. max] | p50 µs | p99 µs | server CPU | client CPU | machine busy | others | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r[0] != transport or r[3] != "socklab":
             continue
         print(f"| {r[1]} | {r[2]} | {num(r[5]):,.0f} | [{num(r[6]):,.0f} .. {num(r[7]):,.0f}] |"
-              f" {num(r[8]):.1f} | {num(r[9]):.1f} | {num(r[11]):.2f} | {num(r[12]):.2f} | {num(r[13]):.2f} | {r[10]} |")
+              f" {num(r[8]):.1f} | {num(r[9]):.1f} | {num(r[11]):.2f} | {num(r[12]):.2f} | {num(r[13]):.2f} | {num(r[14]):.2f} | {r[10]} |")
 
 table("tcp")
 table("udp")
@@ -341,12 +404,12 @@ print("Unpinned, a single-connection round trip is mostly two wake-ups of an idl
       " which on this virtual machine go through the hypervisor. Pinned, the wake-up is"
       " a context switch on the same core and the server's own cost per message shows.")
 print()
-print("| server | round trips/s (median) | [min .. max] | p50 µs | p99 µs | server CPU | client CPU |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| server | round trips/s (median) | [min .. max] | p50 µs | p99 µs | server CPU | client CPU | others |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     if r[0] == "pinned":
         print(f"| {r[1]} | {num(r[5]):,.0f} | [{num(r[6]):,.0f} .. {num(r[7]):,.0f}] |"
-              f" {num(r[8]):.1f} | {num(r[9]):.1f} | {num(r[11]):.2f} | {num(r[12]):.2f} |")
+              f" {num(r[8]):.1f} | {num(r[9]):.1f} | {num(r[11]):.2f} | {num(r[12]):.2f} | {num(r[14]):.2f} |")
 
 def rate(transport, name, conns, client="socklab"):
     for r in rows:

@@ -3,11 +3,12 @@
 //! option struct the library takes, so the library can be driven from tests without
 //! parsing any arguments.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use socklab::echo::{BenchOptions, ClientOptions, ServerOptions, Transport};
 use socklab::output::{ColorMode, Verbosity};
@@ -47,6 +48,34 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parses the process's arguments like [`Parser::try_parse`], and also records the
+    /// command-line order of the proxy's settings (see [`ProxyArgs::settings`]).
+    ///
+    /// # Errors
+    /// clap's error for a usage mistake (or `--help`/`--version`).
+    pub fn try_parse_ordered() -> Result<Cli, clap::Error> {
+        Cli::try_parse_ordered_from(std::env::args_os())
+    }
+
+    /// [`Cli::try_parse_ordered`] on the given arguments.
+    ///
+    /// # Errors
+    /// clap's error for a usage mistake.
+    pub fn try_parse_ordered_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Proxy(proxy), Some(("proxy", sub))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            proxy.settings = proxy.ordered_settings(sub);
+        }
+        Ok(cli)
+    }
+
     /// The verbosity `-q`/`-v` ask for.
     pub fn verbosity(&self) -> Verbosity {
         if self.quiet {
@@ -89,6 +118,10 @@ pub enum Command {
     /// Upload and download files over TCP (4-byte length + JSON header framing).
     #[command(subcommand)]
     File(FileCommand),
+    /// An impairing proxy for UDP (loss, delay, duplication, reordering, corruption,
+    /// rate), relaying TCP too.
+    // Boxed: its many flags make it far larger than the other variants.
+    Proxy(Box<ProxyArgs>),
     /// Run a short guided demo on loopback: echo servers, clients and the load generator.
     Demo(DemoArgs),
     /// Print a shell completion script (e.g. `socklab completions bash > socklab.bash`).
@@ -348,6 +381,158 @@ pub struct FileListArgs {
     pub json: bool,
 }
 
+/// `socklab proxy`
+#[derive(Debug, Args)]
+#[command(after_help = PROXY_AFTER_HELP)]
+pub struct ProxyArgs {
+    /// Address to listen on, for UDP and TCP (port 0 picks a free port and prints it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The server to forward to; TCP goes to the same host and port number.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
+    /// Seed of the impairment decisions (default: random, printed so the run can be
+    /// repeated).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<String>,
+    /// Read settings from a YAML file first; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Lose each datagram independently with probability P (e.g. 20%).
+    #[arg(long, value_name = "[DIR:]P", allow_hyphen_values = true)]
+    pub loss: Vec<String>,
+    /// Bursty loss: gemodel:p,r[,1-h[,1-k]] (Gilbert-Elliott) or
+    /// state:p13[,p31[,p32[,p23[,p14]]]] (4-state Markov), as netem means them.
+    #[arg(long, value_name = "[DIR:]MODEL", allow_hyphen_values = true)]
+    pub loss_model: Vec<String>,
+    /// Delay every datagram by D (e.g. 50ms).
+    #[arg(long, value_name = "[DIR:]D", allow_hyphen_values = true)]
+    pub delay: Vec<String>,
+    /// Vary the delay by J around it.
+    #[arg(long, value_name = "[DIR:]J", allow_hyphen_values = true)]
+    pub jitter: Vec<String>,
+    /// The jitter's shape: uniform, normal or pareto.
+    #[arg(long, value_name = "[DIR:]NAME")]
+    pub distribution: Vec<String>,
+    /// Send a second copy with probability P.
+    #[arg(long, value_name = "[DIR:]P", allow_hyphen_values = true)]
+    pub duplicate: Vec<String>,
+    /// Hold a datagram back (so later ones overtake it) with probability P.
+    #[arg(long, value_name = "[DIR:]P", allow_hyphen_values = true)]
+    pub reorder: Vec<String>,
+    /// Only every N-th datagram may be held back (netem's gap; needs --reorder).
+    #[arg(long, value_name = "[DIR:]N", allow_hyphen_values = true)]
+    pub gap: Vec<String>,
+    /// Release a held datagram after N later ones have passed (default 1).
+    #[arg(long, value_name = "[DIR:]N", allow_hyphen_values = true)]
+    pub hold: Vec<String>,
+    /// ...or after this long, if fewer came (default 200ms).
+    #[arg(long, value_name = "[DIR:]D", allow_hyphen_values = true)]
+    pub hold_timeout: Vec<String>,
+    /// Flip one random bit of the payload with probability P (the checksum stays
+    /// valid, so the application sees the damage).
+    #[arg(long, value_name = "[DIR:]P", allow_hyphen_values = true)]
+    pub corrupt: Vec<String>,
+    /// Serialise datagrams at this many bits per second (e.g. 1mbit, 64kbit).
+    #[arg(long, value_name = "[DIR:]BITS/s", allow_hyphen_values = true)]
+    pub rate: Vec<String>,
+    /// At most N datagrams wait for the rate-limited link; more are dropped
+    /// (default 1000).
+    #[arg(long, value_name = "[DIR:]N", allow_hyphen_values = true)]
+    pub queue: Vec<String>,
+    /// Drop exactly the N-th datagram (counting from 1).
+    #[arg(long, value_name = "[DIR:]N", allow_hyphen_values = true)]
+    pub drop_nth: Vec<String>,
+    /// Drop every N-th datagram, after OFFSET (5+2 drops 7, 12, 17, ...).
+    #[arg(long, value_name = "[DIR:]N[+OFFSET]", allow_hyphen_values = true)]
+    pub drop_every: Vec<String>,
+    /// Drop datagrams whose payload matches this regular expression.
+    #[arg(long, value_name = "[DIR:]REGEX", allow_hyphen_values = true)]
+    pub drop_match: Vec<String>,
+
+    /// Delay every chunk of relayed TCP data by D.
+    #[arg(long, value_name = "D", allow_hyphen_values = true)]
+    pub tcp_delay: Option<String>,
+    /// Pace relayed TCP data to this many bits per second.
+    #[arg(long, value_name = "BITS/s", allow_hyphen_values = true)]
+    pub tcp_rate: Option<String>,
+    /// Forget a UDP client after this long without traffic (default 60s).
+    #[arg(long, value_name = "D", allow_hyphen_values = true)]
+    pub idle_timeout: Option<String>,
+    /// Relay for at most N UDP clients at once; a new one evicts the least recently
+    /// used (default 1024).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_mappings: Option<String>,
+
+    /// Write one JSON line per datagram to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE|-")]
+    pub log: Option<String>,
+    /// Print the statistics table this often (only when stdout is a terminal).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub stats_interval: Option<Duration>,
+
+    /// The settings given as flags, as (key, value) in command-line order: filled by
+    /// [`Cli::try_parse_ordered`], handed to `ProxyConfig::apply` one by one.
+    #[arg(skip)]
+    pub settings: Vec<(String, String)>,
+}
+
+impl ProxyArgs {
+    /// Every setting flag as (key, values), the key being the flag without dashes.
+    fn setting_flags(&self) -> Vec<(&'static str, Vec<&String>)> {
+        fn one(value: &Option<String>) -> Vec<&String> {
+            value.iter().collect()
+        }
+        fn many(values: &[String]) -> Vec<&String> {
+            values.iter().collect()
+        }
+        vec![
+            ("listen", one(&self.listen)),
+            ("upstream", one(&self.upstream)),
+            ("seed", one(&self.seed)),
+            ("loss", many(&self.loss)),
+            ("loss-model", many(&self.loss_model)),
+            ("delay", many(&self.delay)),
+            ("jitter", many(&self.jitter)),
+            ("distribution", many(&self.distribution)),
+            ("duplicate", many(&self.duplicate)),
+            ("reorder", many(&self.reorder)),
+            ("gap", many(&self.gap)),
+            ("hold", many(&self.hold)),
+            ("hold-timeout", many(&self.hold_timeout)),
+            ("corrupt", many(&self.corrupt)),
+            ("rate", many(&self.rate)),
+            ("queue", many(&self.queue)),
+            ("drop-nth", many(&self.drop_nth)),
+            ("drop-every", many(&self.drop_every)),
+            ("drop-match", many(&self.drop_match)),
+            ("tcp-delay", one(&self.tcp_delay)),
+            ("tcp-rate", one(&self.tcp_rate)),
+            ("idle-timeout", one(&self.idle_timeout)),
+            ("max-mappings", one(&self.max_mappings)),
+        ]
+    }
+
+    /// The setting flags in the order they were typed. clap's derive keeps each flag's
+    /// values in order but not the order between flags; `indices_of` has it.
+    fn ordered_settings(&self, matches: &ArgMatches) -> Vec<(String, String)> {
+        let mut settings: Vec<(usize, String, String)> = Vec::new();
+        for (key, values) in self.setting_flags() {
+            let id = key.replace('-', "_");
+            let indices = matches.indices_of(&id).into_iter().flatten();
+            for (index, value) in indices.zip(values) {
+                settings.push((index, key.to_string(), value.clone()));
+            }
+        }
+        settings.sort_by_key(|(index, _, _)| *index);
+        settings
+            .into_iter()
+            .map(|(_, key, value)| (key, value))
+            .collect()
+    }
+}
+
 /// `socklab demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -355,6 +540,20 @@ pub struct DemoArgs {
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub bench_duration: Duration,
 }
+
+/// The end of `socklab proxy --help`: directions, order, examples.
+const PROXY_AFTER_HELP: &str = "\
+Each UDP impairment applies to both directions, or to one with a prefix: c2s: (client to
+server) or s2c: (server to client), e.g. --loss s2c:20%. Flags are applied in the order
+typed, after the --config file: a later one overrides an earlier one and the file.
+Per datagram the order is fixed: drop (rules, then loss), duplicate, corrupt, reorder,
+delay, rate queue.
+
+Examples:
+  socklab proxy --listen 127.0.0.1:9000 --upstream 127.0.0.1:12000 --loss 20% --seed 7
+  socklab proxy --listen 127.0.0.1:9000 --upstream 127.0.0.1:12000 \\
+      --loss-model s2c:gemodel:5%,50% --delay 20ms --jitter 5ms
+  socklab proxy --config proxy.yaml --drop-nth c2s:3 --log -";
 
 /// A port a client connects to: 1 to 65535 (0 means "any" only when binding).
 fn parse_port(text: &str) -> Result<u16, String> {
@@ -451,6 +650,79 @@ mod tests {
         assert!(
             Cli::try_parse_from(["socklab", "echo", "bench", "--udp", "h", "9", "-s", "0"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn proxy_settings_keep_command_line_order() {
+        let cli = Cli::try_parse_ordered_from([
+            "socklab",
+            "proxy",
+            "--loss",
+            "20%",
+            "--listen",
+            "127.0.0.1:0",
+            "--delay",
+            "-5ms",
+            "--loss",
+            "s2c:0%",
+            "--drop-nth",
+            "c2s:3",
+            "--log",
+            "-",
+        ])
+        .unwrap();
+        let Command::Proxy(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let typed: Vec<(&str, &str)> = args
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            typed,
+            vec![
+                ("loss", "20%"),
+                ("listen", "127.0.0.1:0"),
+                // A negative delay reaches the validator (and its clear message)
+                // instead of being taken for a flag.
+                ("delay", "-5ms"),
+                ("loss", "s2c:0%"),
+                ("drop-nth", "c2s:3"),
+            ]
+        );
+        assert_eq!(args.log.as_deref(), Some("-"));
+    }
+
+    #[test]
+    fn proxy_flag_ids_match_their_keys() {
+        use socklab::proxy::config::{DIRECTION_KEYS, PROXY_KEYS};
+        // Every key must name a real argument, or its values would be silently lost.
+        let command = Cli::command();
+        let proxy = command.find_subcommand("proxy").unwrap();
+        let cli = Cli::try_parse_from(["socklab", "proxy"]).unwrap();
+        let Command::Proxy(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        for (key, _) in args.setting_flags() {
+            let id = key.replace('-', "_");
+            let arg = proxy
+                .get_arguments()
+                .find(|a| a.get_id() == id.as_str())
+                .unwrap_or_else(|| panic!("no argument for {key}"));
+            assert_eq!(arg.get_long(), Some(key));
+            // ...and every key must be one the configuration knows.
+            assert!(
+                DIRECTION_KEYS.contains(&key) || PROXY_KEYS.contains(&key),
+                "{key} is not a configuration key"
+            );
+        }
+        let flags = args.setting_flags().len();
+        assert_eq!(
+            flags,
+            DIRECTION_KEYS.len() + PROXY_KEYS.len(),
+            "a key has no flag"
         );
     }
 

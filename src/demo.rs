@@ -1,7 +1,9 @@
 //! The built-in demo (`socklab demo`): the README's first command. On loopback, with
 //! nothing to set up, it starts TCP and UDP echo servers inside this process, talks to
 //! them the way lab 1 does (a TCP client, a UDP pinger, the sticky-packet lesson with
-//! and without framing) and runs the load generator, printing what each step shows.
+//! and without framing) and runs the load generator, printing what each step shows;
+//! last, it runs the UDP pinger through the impairing proxy (lab 2) and prints the
+//! proxy's statistics.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::echo::{self, BenchOptions, ClientOptions, EchoError, ServerOptions, Transport};
 use crate::net;
 use crate::output::{Reporter, Verbosity};
+use crate::proxy::{self, config::ProxyConfig, ProxyError};
 
 /// Runs the demo, writing every step to `reporter`; each load-generator run lasts
 /// `bench_duration`.
@@ -167,8 +170,89 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
         let report = echo::bench(&target.ip().to_string(), target.port(), &options).await?;
         reporter.result(echo::render_bench(&report));
     }
+
+    heading(
+        &reporter,
+        "7. The UDP pinger through the impairing proxy: 20% loss each way, 5 ms +- 2 ms delay",
+    );
+    pinger_through_proxy(udp, &reporter).await?;
     servers.stop();
     Ok(())
+}
+
+/// Step 7: starts a proxy in front of the UDP echo server at `udp`, runs the pinger
+/// through it and prints the proxy's summary table. Lost pings are the point, not a
+/// failure.
+async fn pinger_through_proxy(udp: SocketAddr, reporter: &Reporter) -> Result<(), EchoError> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let failed = |error| proxy_failed(loopback, error);
+    let mut config = ProxyConfig::default();
+    let upstream = udp.to_string();
+    for (key, value) in [
+        ("upstream", upstream.as_str()),
+        ("loss", "20%"),
+        ("delay", "5ms"),
+        ("jitter", "2ms"),
+        ("seed", "7"),
+    ] {
+        config
+            .apply(key, value)
+            .map_err(|e| failed(ProxyError::Config(e)))?;
+    }
+    let sockets = proxy::bind(loopback).await.map_err(failed)?;
+    let listen = sockets.local_addr();
+    reporter.info(format!(
+        "$ socklab proxy --listen {listen} --upstream {udp} --loss 20% --delay 5ms --jitter 2ms --seed 7"
+    ));
+    let proxy_log = Reporter::new(Verbosity::Normal, {
+        let reporter = reporter.clone();
+        move |line| reporter.info(format!("  proxy: {line}"))
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = proxy::RunOptions {
+        reporter: proxy_log,
+        log: None,
+        stats_interval: None,
+    };
+    let running = tokio::spawn(proxy::run(config, sockets, options, async {
+        // Either a stop signal or the sender going away ends the proxy.
+        let _ = stopped.await;
+    }));
+    reporter.info(format!(
+        "$ socklab echo client --udp {} {} --count 20 --interval 20 --timeout 200",
+        listen.ip(),
+        listen.port()
+    ));
+    let pinger = ClientOptions {
+        transport: Transport::Udp,
+        count: Some(20),
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let pinged = client_run(listen, &pinger, reporter).await;
+    let _ = stop.send(());
+    let summary = match running.await {
+        Ok(result) => result.map_err(failed)?,
+        // The proxy task panicked: report it like any other failed step.
+        Err(join) => return Err(proxy_failed(loopback, join)),
+    };
+    pinged?;
+    reporter.result(proxy::render_summary(&summary));
+    Ok(())
+}
+
+/// The demo returns [`EchoError`]s; a failure of its proxy step becomes one, keeping
+/// the proxy's own message.
+fn proxy_failed(
+    addr: SocketAddr,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> EchoError {
+    EchoError::Io {
+        operation: "running the demo's proxy on",
+        addr,
+        cause: std::io::Error::other(error),
+    }
 }
 
 fn heading(reporter: &Reporter, title: &str) {

@@ -12,6 +12,8 @@
 //! - [`echo`]: lab 1: TCP and UDP echo servers and clients, the sticky-packet lesson and
 //!   the `echo bench` load generator.
 //! - [`file`](mod@file): upload and download of files over TCP with the [`framing`] format.
+//! - [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
+//!   relaying TCP on the same port.
 //! - [`demo`]: the built-in demo the README's first command runs.
 
 pub mod demo;
@@ -20,4 +22,5 @@ pub mod file;
 pub mod framing;
 pub mod net;
 pub mod output;
+pub mod proxy;
 pub mod units;

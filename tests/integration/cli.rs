@@ -148,6 +148,7 @@ fn demo_runs_end_to_end() {
         "received 91 of 91 bytes in 10 frames for 10 messages",
         "in 10 datagrams for 10 messages",
         "round trips/s",
+        "proxy statistics after",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -7,4 +7,5 @@
 mod cli;
 mod echo;
 mod file;
+mod proxy;
 mod util;

@@ -226,6 +226,27 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends SIGINT (what Ctrl-C sends) and waits up to `timeout` for the server to
+    /// exit, returning its exit status; panics if it does not. Its last stdout lines
+    /// may still be on their way: read them with [`Server::wait_for_line`].
+    pub fn interrupt(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!("the server did not exit within {timeout:?} of SIGINT");
+            }
+            // A child's exit cannot be awaited with a timeout in std: poll it.
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Server {
