@@ -61,11 +61,15 @@ RUN_ATTEMPTS=3
 
 SOCKLAB=$ROOT/target/release/socklab
 WORK=$(mktemp -d /tmp/socklab-bench.XXXXXX)
-SERVER_PID="" # the server running now (one at a time), for the EXIT trap
 PIN=()        # a prefix for server and client commands, e.g. (taskset -c 0)
 STARTED_AT=$(date +%s)
 
-log() { echo "[echo.sh $(date +%T)] $*" >&2; }
+# The helpers shared with proxy.sh: log, trim, ensure_tools, build_socklab, free_port,
+# start_server, stop_server, group_cpu_s, machine_busy_s, wait_for_quiet (they read
+# the settings above).
+BENCH_NAME=echo.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 cleanup() {
   stop_server
@@ -76,125 +80,11 @@ trap 'exit 130' INT TERM
 
 # --- tools and builds -----------------------------------------------------------------
 
-for tool in gcc python3 socat ncat ss; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    log "installing the benchmark tools (bash .ci/deps bench)"
-    bash .ci/deps bench
-    break
-  fi
-done
-
-build_socklab() {
-  local attempt
-  for attempt in $(seq 1 "$BUILD_ATTEMPTS"); do
-    if cargo build --release --quiet >"$WORK/build.log" 2>&1; then
-      return 0
-    fi
-    log "cargo build --release failed (attempt $attempt of $BUILD_ATTEMPTS); retrying in 60s"
-    tail -3 "$WORK/build.log" >&2
-    sleep 60
-  done
-  cat "$WORK/build.log" >&2
-  return 2
-}
+ensure_tools gcc python3 socat ncat ss
 log "building socklab (cargo build --release)"
 build_socklab
 log "building the C floor (gcc -O2 -pthread benches/echo_floor.c)"
 gcc -O2 -pthread -o "$WORK/echo_floor" benches/echo_floor.c
-
-# --- servers --------------------------------------------------------------------------
-
-# Prints a port that is free on 127.0.0.1 for $1 (tcp|udp) right now.
-free_port() {
-  python3 - "$1" <<'PY'
-import socket, sys
-kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
-with socket.socket(socket.AF_INET, kind) as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-PY
-}
-
-# start_server tcp|udp PORT COMMAND...: starts COMMAND in its own process group (so it
-# and any children it forks can be stopped together) and waits until something listens
-# on PORT. Sets SERVER_PID.
-start_server() {
-  local transport=$1 port=$2
-  shift 2
-  setsid "${PIN[@]}" "$@" >"$WORK/server-$port.log" 2>&1 &
-  SERVER_PID=$!
-  local flags=-Htln
-  [ "$transport" = udp ] && flags=-Huln
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
-  # Ask the kernel whether the port is bound: no connection, so nothing is forked or
-  # counted by the server before the first run.
-  until [ -n "$(ss "$flags" "sport = :$port" 2>/dev/null)" ]; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      log "server exited before listening: $*"
-      cat "$WORK/server-$port.log" >&2
-      return 2
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "server not listening on $port after ${READY_TIMEOUT_S}s: $*"
-      return 2
-    fi
-    sleep 0.05
-  done
-}
-
-# Stops the server and every process it forked (its whole process group).
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-
-# CPU seconds used so far by process group $1: every live member, plus the children
-# the leader has already reaped (socat and ncat fork one per connection).
-group_cpu_s() {
-  python3 - "$1" <<'PY'
-import os, sys
-pgid, ticks = int(sys.argv[1]), 0
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        continue
-    # fields[0] is field 3 (state) of proc(5): pgrp is 5, utime..cstime are 14..17.
-    if int(fields[2]) == pgid:
-        ticks += int(fields[11]) + int(fields[12])
-        if int(pid) == pgid:
-            ticks += int(fields[13]) + int(fields[14])
-print(ticks / os.sysconf("SC_CLK_TCK"))
-PY
-}
-
-# CPU seconds all cores have spent busy so far: user, system, and interrupt and
-# softirq time (where the kernel does most of loopback's packet work), not idle, I/O
-# wait or time the hypervisor gave to someone else.
-machine_busy_s() {
-  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / hz; exit }' /proc/stat
-}
-
-# Waits until the machine is nearly idle (see QUIET_CORES), or QUIET_WAIT_S has passed.
-wait_for_quiet() {
-  local deadline=$((SECONDS + QUIET_WAIT_S)) b0 b1 busy said=""
-  while :; do
-    b0=$(machine_busy_s)
-    sleep 0.5
-    b1=$(machine_busy_s)
-    busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.2f", (b - a) / 0.5 }')
-    awk -v x="$busy" -v q="$QUIET_CORES" 'BEGIN { exit !(x < q) }' && return 0
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "machine still busy ($busy cores) after ${QUIET_WAIT_S}s; measuring anyway"
-      return 0
-    fi
-    [ -n "$said" ] || log "waiting for the machine to go quiet ($busy cores busy)"
-    said=1
-  done
-}
 
 # --- measuring ------------------------------------------------------------------------
 
@@ -225,7 +115,6 @@ SERVERS=(
   "tcp | tcp | C floor (pthread/conn) | - | 50 | python | $WORK/echo_floor tcp {PORT}"
 )
 
-trim() { local x=$1; x=${x#"${x%%[! ]*}"}; echo "${x%"${x##*[! ]}"}"; }
 
 # measure_run TABLE TRANSPORT NAME CONNS CLIENT ATTEMPT: one run of the load generator
 # against the server on PORT; writes one tab-separated line to $WORK/run.tsv: table,

@@ -17,6 +17,7 @@ fn help_lists_every_subcommand_with_a_description() {
     for (name, words) in [
         ("echo", "echo servers"),
         ("file", "files over TCP"),
+        ("proxy", "impairing proxy"),
         ("demo", "demo"),
         ("completions", "completion"),
     ] {
