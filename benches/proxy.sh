@@ -14,6 +14,8 @@
 #   socat          client ─► socat UDP-LISTEN:P,bind=127.0.0.1,fork UDP:127.0.0.1:Q ─► :Q
 #   socklab proxy  client ─► socklab proxy --listen 127.0.0.1:P --upstream 127.0.0.1:Q ─► :Q
 #                            (no impairment)
+#   C relay        client ─► benches/relay_floor.c P Q ─► :Q   (a poll() loop, the floor:
+#                            what any userspace relay costs)
 #
 # Measured, RUNS times (default 5) of DURATION (3s) after a WARMUP (0.5s), in
 # round-robin rounds (every setup once per round, so a noisy minute hits all alike):
@@ -23,8 +25,7 @@
 #     hop wakes an idle core, which on a virtual machine costs tens of µs whatever the
 #     relay's code does; pinned, a wake-up is a context switch and the relay's own cost
 #     shows;
-#   - 50 clients (-c 50) direct, through socat and through the proxy: round trips/s,
-#     datagrams/s and errors;
+#   - 50 clients (-c 50) on every path: round trips/s, datagrams/s and errors;
 #   - for every run: CPU and context switches of the client, the echo server and the
 #     relay (every thread of every process in its group, from /proc), and of the whole
 #     machine (/proc/stat ctxt), per round trip.
@@ -37,7 +38,7 @@
 # Output: a Markdown report on stdout, also written to benches/results/proxy-DATE.md
 # (git-ignored). Progress goes to stderr.
 #
-# Needs: cargo, python3, socat, ss, taskset (`bash .ci/deps bench`). Only ever talks to
+# Needs: cargo, gcc, python3, socat, ss, taskset (`bash .ci/deps bench`). Only ever talks to
 # 127.0.0.1. Every process it starts is stopped on exit.
 set -euo pipefail
 
@@ -77,23 +78,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ensure_tools python3 socat ss taskset
+ensure_tools gcc python3 socat ss taskset
 log "building socklab (cargo build --release)"
 build_socklab
+log "building the C relay (gcc -O2 benches/relay_floor.c)"
+gcc -O2 -o "$WORK/relay_floor" benches/relay_floor.c
 
 # The setups, one a line: TABLE | NAME | PIN | CLIENTS | RELAY. PIN "cpu0" runs the
-# echo server, the relay and the client under `taskset -c 0`; RELAY is none, socat or
-# proxy.
+# echo server, the relay and the client under `taskset -c 0`; RELAY is none, socat,
+# proxy or floor.
 SETUPS=(
-  "single | direct        | -    | 1     | none"
-  "single | socat         | -    | 1     | socat"
-  "single | socklab proxy | -    | 1     | proxy"
-  "pinned | direct        | cpu0 | 1     | none"
-  "pinned | socat         | cpu0 | 1     | socat"
-  "pinned | socklab proxy | cpu0 | 1     | proxy"
-  "many   | direct        | -    | $MANY | none"
-  "many   | socat         | -    | $MANY | socat"
-  "many   | socklab proxy | -    | $MANY | proxy"
+  "single | direct          | -    | 1     | none"
+  "single | socat           | -    | 1     | socat"
+  "single | socklab proxy   | -    | 1     | proxy"
+  "single | C relay (floor) | -    | 1     | floor"
+  "pinned | direct          | cpu0 | 1     | none"
+  "pinned | socat           | cpu0 | 1     | socat"
+  "pinned | socklab proxy   | cpu0 | 1     | proxy"
+  "pinned | C relay (floor) | cpu0 | 1     | floor"
+  "many   | direct          | -    | $MANY | none"
+  "many   | socat           | -    | $MANY | socat"
+  "many   | socklab proxy   | -    | $MANY | proxy"
+  "many   | C relay (floor) | -    | $MANY | floor"
 )
 
 # Context switches of the whole machine so far (every CPU, the idle task included).
@@ -119,20 +125,29 @@ start_path() {
     start_server udp "$p" "$SOCKLAB" proxy --listen "127.0.0.1:$p" --upstream "127.0.0.1:$q"
     RELAY_PID=$SERVER_PID TARGET=$p
     ;;
+  floor)
+    p=$(free_port udp)
+    start_server udp "$p" "$WORK/relay_floor" "$p" "$q"
+    RELAY_PID=$SERVER_PID TARGET=$p
+    ;;
   esac
 }
 
-# counters: one line of "echo-CPU-s relay-CPU-s echo-switches relay-switches
-# machine-busy-s machine-switches wall-s" for the path running now.
-counters() {
+# process_counters: "echo-CPU-s relay-CPU-s echo-switches relay-switches" for the path
+# running now. (Its processes are idle between runs, so these may be read a little
+# before or after a run; each read starts a Python, which takes a while.)
+process_counters() {
   local relay_cpu=0 relay_sw=0
   if [ -n "$RELAY_PID" ]; then
     relay_cpu=$(group_cpu_s "$RELAY_PID")
     relay_sw=$(group_switches "$RELAY_PID")
   fi
-  echo "$(group_cpu_s "$ECHO_PID") $relay_cpu $(group_switches "$ECHO_PID") $relay_sw" \
-    "$(machine_busy_s) $(machine_switches) $(date +%s.%N)"
+  echo "$(group_cpu_s "$ECHO_PID") $relay_cpu $(group_switches "$ECHO_PID") $relay_sw"
 }
+
+# machine_counters: "machine-busy-s machine-switches wall-s", read right before and right
+# after the load generator runs, so the window holds nothing but the run.
+machine_counters() { echo "$(machine_busy_s) $(machine_switches) $(date +%s.%N)"; }
 
 # measure_run TABLE NAME CLIENTS ATTEMPT: one run of the load generator against TARGET;
 # writes one tab-separated line to $WORK/run.tsv: table, name, clients, round trips/s,
@@ -141,11 +156,12 @@ counters() {
 # context switches, relay CPU µs; then the attempt.
 measure_run() {
   local table=$1 name=$2 c=$3 attempt=$4 before after status=0
-  before=$(counters)
+  before="$(process_counters) $(machine_counters)"
   /usr/bin/time -f "%U %S %w %c" -o "$WORK/time" "${PIN[@]}" "$SOCKLAB" echo bench --udp \
     127.0.0.1 "$TARGET" -c "$c" -s "$SIZE" -d "$DURATION" --warmup "$WARMUP" --json \
     >"$WORK/run.json" 2>"$WORK/client.err" || status=$?
-  after=$(counters)
+  after=$(machine_counters)
+  after="$(process_counters) $after"
   # socklab exits 1 when a run had errors; they are counted in its JSON.
   if [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; then
     log "load generator failed (exit $status) through $name: $(tail -1 "$WORK/client.err")"
@@ -193,7 +209,7 @@ run_once() {
     if awk -v x="$foreign" -v m="$FOREIGN_MAX_CORES" 'BEGIN { exit !(x <= m) }' ||
       [ "$attempt" -eq "$RUN_ATTEMPTS" ]; then
       cat "$WORK/run.tsv" >>"$RUNS_TSV"
-      log "$(awk -F'\t' '{ printf "%-6s %-13s c=%-2s %8.0f rt/s p50 %6.1f us p99 %7.1f us errors %s switches/rt relay %.2f machine %.2f foreign %.2f", $1, $2, $3, $4, $5, $6, $7, $15, $16, $12 }' "$WORK/run.tsv")"
+      log "$(awk -F'\t' '{ printf "%-6s %-15s c=%-2s %8.0f rt/s p50 %6.1f us p99 %7.1f us errors %s switches/rt relay %.2f machine %.2f foreign %.2f", $1, $2, $3, $4, $5, $6, $7, $15, $16, $12 }' "$WORK/run.tsv")"
       break
     fi
     log "other processes used $foreign cores during that run through $name; running it again"
@@ -281,6 +297,7 @@ for line in open(runs_tsv):
 (CLIENTS, RATE, P50, P99, ERRORS, CLIENT_CPU, ECHO_CPU, RELAY_CPU, BUSY, FOREIGN,
  CLIENT_SW, ECHO_SW, RELAY_SW, MACHINE_SW, RELAY_US, ATTEMPT) = range(16)
 med = lambda runs, i: statistics.median(r[i] for r in runs)
+NAMES = ("direct", "socat", "socklab proxy", "C relay (floor)")
 
 def cell(table, name):
     return cells.get((table, name), [])
@@ -319,7 +336,7 @@ def single(table, title, note):
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     direct = cell(table, "direct")
     base = med(direct, P50) if direct else float("nan")
-    for name in ("direct", "socat", "socklab proxy"):
+    for name in NAMES:
         runs = cell(table, name)
         if not runs:
             continue
@@ -338,12 +355,11 @@ single("pinned", "1 client, everything pinned to one core (taskset -c 0)",
 print()
 print("### Ratios (median round trips/s)")
 print()
-print("| | socklab proxy / socat | socklab proxy / direct | socat / direct |")
-print("|---|---:|---:|---:|")
+print("| | socklab proxy / socat | socklab proxy / C relay | socklab proxy / direct | socat / direct | C relay / direct |")
+print("|---|---:|---:|---:|---:|---:|")
 for table, label in (("single", "1 client"), ("pinned", "1 client, pinned"), ("many", f"$MANY clients")):
-    d, s, p = (med(cell(table, n), RATE) if cell(table, n) else float("nan")
-               for n in ("direct", "socat", "socklab proxy"))
-    print(f"| {label} | {p / s:.2f}x | {p / d:.2f}x | {s / d:.2f}x |")
+    d, s, p, f = (med(cell(table, n), RATE) if cell(table, n) else float("nan") for n in NAMES)
+    print(f"| {label} | {p / s:.2f}x | {p / f:.2f}x | {p / d:.2f}x | {s / d:.2f}x | {f / d:.2f}x |")
 
 print()
 print(f"### $MANY clients")
@@ -356,7 +372,7 @@ print("Datagrams/s counts what crosses the relay in both directions: each round 
 print()
 print("| path | round trips/s (median) | [min .. max] | datagrams/s | p50 µs | p99 µs | relay CPU (cores) | relay CPU µs/rt | client CPU | server CPU | machine busy | errors (all runs) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for name in ("direct", "socat", "socklab proxy"):
+for name in NAMES:
     runs = cell("many", name)
     if not runs:
         continue
@@ -415,11 +431,12 @@ print()
 print("### Commands")
 print()
 print("\`\`\`sh")
-print("cargo build --release")
+print("cargo build --release; gcc -O2 -o relay_floor benches/relay_floor.c")
 print("# Q, P: free ports on 127.0.0.1, found afresh for each run")
 print("target/release/socklab echo server --udp --port Q")
 print("socat UDP-LISTEN:P,bind=127.0.0.1,fork UDP:127.0.0.1:Q")
 print("target/release/socklab proxy --listen 127.0.0.1:P --upstream 127.0.0.1:Q")
+print("./relay_floor P Q")
 print("# load ($RUNS times per cell; T = Q direct, P through a relay; C = 1, $MANY)")
 print("# (the pinned cells run all three under taskset -c 0, C = 1)")
 print("target/release/socklab echo bench --udp 127.0.0.1 T -c C -s $SIZE -d $DURATION --warmup $WARMUP --json")
