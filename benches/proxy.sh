@@ -2,7 +2,7 @@
 # benches/proxy.sh: what does it cost to put socklab proxy between a client and a UDP
 # server, next to socat and to no relay at all? And does it stay small under a flood?
 #
-#   bash benches/proxy.sh             # the full run: about 5.5 minutes on an idle
+#   bash benches/proxy.sh             # the full run: about 6.5 minutes on an idle
 #                                     # 2-core machine, longer if it must wait for others
 #   RUNS=3 DURATION=1s FLOOD_S=10 bash benches/proxy.sh   # a quick look (not for BENCHMARKS.md)
 #

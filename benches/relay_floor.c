@@ -7,10 +7,10 @@
  * own socket connected to the upstream (so replies find their way back), and one
  * poll() loop moves datagrams: recvfrom on the listening socket -> send on the client's
  * upstream socket; recv on an upstream socket -> sendto the client (each ready socket
- * drained before the next poll). No impairment, no
- * timers, no expiry; at most MAX_CLIENTS clients (the benchmark uses 50). Whatever a
- * relay costs beyond this loop is the relay's own; what this loop costs, every
- * userspace relay pays (two more wake-ups and four more system calls per round trip).
+ * drained before the next poll). No impairment, no timers, no expiry; at most
+ * MAX_CLIENTS clients (the benchmark uses 50). Whatever a relay costs beyond this loop
+ * is the relay's own; what this loop costs, every userspace relay pays (two more
+ * wake-ups and a handful of system calls per round trip).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
