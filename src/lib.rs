@@ -12,13 +12,16 @@
 //! - [`echo`]: lab 1: TCP and UDP echo servers and clients, the sticky-packet lesson and
 //!   the `echo bench` load generator.
 //! - [`file`](mod@file): upload and download of files over TCP with the [`framing`] format.
-//! - [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
+//! - [`forum`]: lab 3: the discussion-forum server and client (UDP commands with
+  retransmission, TCP transfers).
+- [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
 //!   relaying TCP on the same port.
 //! - [`demo`]: the built-in demo the README's first command runs.
 
 pub mod demo;
 pub mod echo;
 pub mod file;
+pub mod forum;
 pub mod framing;
 pub mod net;
 pub mod output;
