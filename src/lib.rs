@@ -13,8 +13,8 @@
 //!   the `echo bench` load generator.
 //! - [`file`](mod@file): upload and download of files over TCP with the [`framing`] format.
 //! - [`forum`]: lab 3: the discussion-forum server and client (UDP commands with
-  retransmission, TCP transfers).
-- [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
+//!   retransmission, TCP transfers).
+//! - [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
 //!   relaying TCP on the same port.
 //! - [`demo`]: the built-in demo the README's first command runs.
 
