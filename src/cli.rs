@@ -118,6 +118,10 @@ pub enum Command {
     /// Upload and download files over TCP (4-byte length + JSON header framing).
     #[command(subcommand)]
     File(FileCommand),
+    /// The discussion forum of lab 3: commands over UDP with retransmission, files over
+    /// TCP.
+    #[command(subcommand)]
+    Forum(ForumCommand),
     /// An impairing proxy for UDP (loss, delay, duplication, reordering, corruption,
     /// rate), relaying TCP too.
     // Boxed: its many flags make it far larger than the other variants.
@@ -299,6 +303,67 @@ impl From<&EchoBenchArgs> for BenchOptions {
             warmup: args.warmup,
             timeout: Duration::from_millis(args.timeout),
         }
+    }
+}
+
+/// `socklab forum ...`
+#[derive(Debug, Subcommand)]
+pub enum ForumCommand {
+    /// Run the forum server on UDP and TCP port PORT, keeping its data in DIR.
+    Server(ForumServerArgs),
+    /// Log in to a forum server and run commands (read from stdin, one per line).
+    Client(ForumClientArgs),
+}
+
+/// `socklab forum server`
+#[derive(Debug, Args)]
+pub struct ForumServerArgs {
+    /// UDP and TCP port to listen on (0 picks a free one, printed on stderr).
+    #[arg(value_parser = parse_port_or_zero)]
+    pub port: u16,
+    /// The data directory: credentials.txt, one file per thread, uploaded files.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Address to listen on (use 0.0.0.0 to accept clients from other machines).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Log out a client that sent nothing (not even a heartbeat) for this long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Refuse uploads larger than this (e.g. 10MB, 1GiB).
+    #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_upload: u64,
+}
+
+/// `socklab forum client`
+#[derive(Debug, Args)]
+pub struct ForumClientArgs {
+    /// HOST (default 127.0.0.1) and PORT of the server, e.g. `12000` or `lab-pc 12000`.
+    #[arg(value_name = "[HOST] PORT", num_args = 1..=2, required = true)]
+    pub target: Vec<String>,
+    /// First retransmission timeout, before any round trip was measured.
+    #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Give up on a command after this many timeouts in a row without progress.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub retries: u32,
+    /// How often to tell the server we are still here while the user types.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+}
+
+impl ForumClientArgs {
+    /// The server's host and port.
+    ///
+    /// # Errors
+    /// A one-line message when the port is not a number from 1 to 65535.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let (host, port) = match self.target.as_slice() {
+            [port] => ("127.0.0.1".to_string(), port),
+            [host, port] => (host.clone(), port),
+            _ => return Err("expected [HOST] PORT".into()),
+        };
+        Ok((host, parse_port(port)?))
     }
 }
 
@@ -556,6 +621,12 @@ Examples:
   socklab proxy --config proxy.yaml --drop-nth c2s:3 --log -";
 
 /// A port a client connects to: 1 to 65535 (0 means "any" only when binding).
+/// A port number where 0 ("any free port") is allowed.
+fn parse_port_or_zero(text: &str) -> Result<u16, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not a port (use a number from 0 to 65535)"))
+}
+
 fn parse_port(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),

@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use cli::{Cli, Command, EchoCommand, FileCommand, ProxyArgs};
+use cli::{Cli, Command, EchoCommand, FileCommand, ForumCommand, ProxyArgs};
 use socklab::echo::{self, ClientOptions, ServerOptions, Transport};
 use socklab::output::{self, Reporter, Verbosity};
 use socklab::proxy::{self, config::ProxyConfig};
-use socklab::{demo, file, net};
+use socklab::{demo, file, forum, net};
 
 /// What a successful run concluded.
 enum Outcome {
@@ -136,6 +136,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Echo(command) => run_echo(command, verbosity).await,
         Command::File(command) => run_file(command, verbosity).await,
+        Command::Forum(command) => run_forum(command, verbosity).await,
         Command::Proxy(args) => run_proxy(*args, verbosity).await,
         Command::Demo(args) => {
             demo::run(&args.bench_duration, stdout_reporter(verbosity)).await?;
@@ -250,6 +251,74 @@ async fn run_file(command: FileCommand, verbosity: Verbosity) -> Result<Outcome>
         }
     }
     Ok(Outcome::Success)
+}
+
+async fn run_forum(command: ForumCommand, verbosity: Verbosity) -> Result<Outcome> {
+    match command {
+        ForumCommand::Server(args) => {
+            let store = forum::store::Store::open(&args.dir)?;
+            let (udp, tcp) = forum::server::bind(args.bind, args.port).await?;
+            let local = udp.local_addr()?;
+            // The spec fixes stdout (the server log); where we listen is a diagnostic.
+            let diag = Reporter::new(verbosity, |line| eprintln!("{line}"));
+            diag.info(format!(
+                "forum server listening on {local} (udp and tcp), data in {}",
+                args.dir.display()
+            ));
+            let options = forum::server::ServerOptions {
+                session_timeout: args.session_timeout,
+                max_upload: args.max_upload,
+                ..forum::server::ServerOptions::default()
+            };
+            let log = Reporter::new(Verbosity::Normal, print_line);
+            forum::server::serve(udp, tcp, store, options, log, diag, ctrl_c()).await?;
+            Ok(Outcome::Success)
+        }
+        ForumCommand::Client(args) => {
+            let (host, port) = args.host_port().map_err(anyhow::Error::msg)?;
+            let server = net::resolve_udp(&host, port).await?;
+            let options = forum::client::ClientOptions {
+                server,
+                retry: forum::reliable::RetryConfig {
+                    initial_rto: args.timeout,
+                    retries: args.retries,
+                    ..forum::reliable::RetryConfig::default()
+                },
+                heartbeat: args.heartbeat,
+                dir: std::env::current_dir()?,
+                progress: io::stderr().is_terminal() && verbosity > Verbosity::Quiet,
+            };
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            let outcome = forum::client::run(options, input, QuietPipe(io::stdout())).await?;
+            Ok(match outcome {
+                forum::client::ClientOutcome::ServerGone => Outcome::CheckFailed,
+                _ => Outcome::Success,
+            })
+        }
+    }
+}
+
+/// Standard output for the forum client: a reader that went away (`| head`) ends the
+/// program quietly, as everywhere in socklab.
+struct QuietPipe(io::Stdout);
+
+impl Write for QuietPipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        quiet_on_broken_pipe(self.0.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        quiet_on_broken_pipe(self.0.flush())
+    }
+}
+
+fn quiet_on_broken_pipe<T>(result: io::Result<T>) -> io::Result<T> {
+    if let Err(error) = &result {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+    result
 }
 
 async fn run_proxy(args: ProxyArgs, verbosity: Verbosity) -> Result<Outcome> {
