@@ -313,6 +313,41 @@ pub enum ForumCommand {
     Server(ForumServerArgs),
     /// Log in to a forum server and run commands (read from stdin, one per line).
     Client(ForumClientArgs),
+    /// Load generator: N logged-in clients run MSG/RDT/LST against an in-process server
+    /// (optionally through a lossy proxy), next to the UDP echo floor.
+    Bench(ForumBenchArgs),
+}
+
+/// `socklab forum bench`
+#[derive(Debug, Args)]
+pub struct ForumBenchArgs {
+    /// Concurrent logged-in clients.
+    #[arg(short, long, default_value_t = 50, value_name = "N")]
+    pub clients: u32,
+    /// How long to measure.
+    #[arg(short, long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Put `socklab proxy` in between, losing this share of datagrams each way (e.g. 10%).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub loss: Option<f64>,
+    /// Seed of the proxy and of the workload.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A percentage such as `10%` or `10`, from 0 to 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{text}' is not a percentage from 0% to 100%")),
+    }
 }
 
 /// `socklab forum server`

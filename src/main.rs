@@ -274,6 +274,27 @@ async fn run_forum(command: ForumCommand, verbosity: Verbosity) -> Result<Outcom
             forum::server::serve(udp, tcp, store, options, log, diag, ctrl_c()).await?;
             Ok(Outcome::Success)
         }
+        ForumCommand::Bench(args) => {
+            let options = forum::bench::ForumBenchOptions {
+                clients: args.clients,
+                duration: args.duration,
+                warmup: args.warmup,
+                loss: args.loss,
+                seed: args.seed,
+                retry: forum::reliable::RetryConfig::default(),
+            };
+            let report = forum::bench::bench(&options).await?;
+            if args.json {
+                print_block(&serde_json::to_string_pretty(&report)?);
+            } else {
+                print_block(&forum::bench::render(&report));
+            }
+            Ok(if report.exactly_once() {
+                Outcome::Success
+            } else {
+                Outcome::CheckFailed
+            })
+        }
         ForumCommand::Client(args) => {
             let (host, port) = args.host_port().map_err(anyhow::Error::msg)?;
             let server = net::resolve_udp(&host, port).await?;

@@ -20,6 +20,7 @@
 //! - [`server`]: the command loop: sessions, logins, group commit.
 //! - [`transfer`]: UPD and DWN over TCP with one-time tokens.
 //! - [`client`]: the interactive client.
+//! - [`bench`]: `socklab forum bench`, the load generator.
 
 use std::io;
 
@@ -27,6 +28,7 @@ use thiserror::Error;
 
 use crate::net::{describe, NetError};
 
+pub mod bench;
 pub mod client;
 pub mod command;
 pub mod reliable;
