@@ -12,9 +12,10 @@
 //!                                          (one-time token from the UDP reply)
 //! ```
 //!
-//! - [`wire`]: the datagram format (a 20-byte header, then a UTF-8 body).
-//! - [`reliable`]: retransmission with an RFC 6298 timeout, duplicate suppression,
-//!   fragmentation of long replies.
+//! - [`wire`]: the datagram format (a 20-byte header, then a UTF-8 body or a list of
+//!   fragment numbers), splitting long replies into fragments and reassembling them.
+//! - [`reliable`]: the client's retransmission with an RFC 6298 timeout and Resend of
+//!   missing fragments; the server's reply cache, which suppresses duplicates.
 //! - [`command`]: the commands as typed, and the request and reply texts.
 //! - [`store`]: the only module that touches the data directory.
 //! - [`server`]: the command loop: sessions, logins, group commit.
