@@ -8,13 +8,13 @@
 //!
 //! - [`protocol`]: the messages and the order they go in (diagrams there).
 //! - [`names`]: which file names are accepted, on both sides.
-//! - `partfile`: receive into a hidden temporary file, install it only when complete.
+//! - [`partfile`]: receive into a hidden temporary file, install it only when complete.
 //! - `server`: [`serve`], many clients at once.
 //! - `client`: [`put`], [`get`] and [`list`].
 
 mod client;
 pub mod names;
-mod partfile;
+pub mod partfile;
 pub mod protocol;
 mod server;
 

@@ -162,7 +162,7 @@ pub async fn bench(options: &ForumBenchOptions) -> Result<ForumBenchReport, Foru
     let until = measure_from + options.duration;
     let mut handles = Vec::new();
     for k in 0..clients {
-        let retry = options.retry.clone();
+        let retry = options.retry;
         let titles = Arc::clone(&titles);
         let seed = options.seed.wrapping_add(u64::from(k));
         handles.push(tokio::spawn(async move {
@@ -260,7 +260,11 @@ fn posted(body: &[u8]) -> bool {
     Reply::decode(&String::from_utf8_lossy(body)).is_some_and(|reply| reply.status == Status::Ok)
 }
 
-async fn login(client: &mut ReliableClient, user: &str, server: SocketAddr) -> Result<(), ForumError> {
+async fn login(
+    client: &mut ReliableClient,
+    user: &str,
+    server: SocketAddr,
+) -> Result<(), ForumError> {
     let hello = Login::Hello { user: user.into() }.to_string();
     let reply = call(client, &hello, server).await?;
     let password = "bench".to_string();
@@ -277,20 +281,34 @@ async fn login(client: &mut ReliableClient, user: &str, server: SocketAddr) -> R
     expect_ok(client, &request.to_string(), server).await
 }
 
-async fn expect_ok(client: &mut ReliableClient, body: &str, server: SocketAddr) -> Result<(), ForumError> {
+async fn expect_ok(
+    client: &mut ReliableClient,
+    body: &str,
+    server: SocketAddr,
+) -> Result<(), ForumError> {
     let reply = call(client, body, server).await?;
     if reply.status == Status::Ok {
         Ok(())
     } else {
-        Err(bench_error(server, &format!("`{body}` was refused: {}", reply.lines.join(" "))))
+        Err(bench_error(
+            server,
+            &format!("`{body}` was refused: {}", reply.lines.join(" ")),
+        ))
     }
 }
 
-async fn call(client: &mut ReliableClient, body: &str, server: SocketAddr) -> Result<Reply, ForumError> {
-    let bytes = client.call(body.as_bytes()).await.map_err(|error| match error {
-        CallError::NoResponse { .. } => bench_error(server, "server not responding"),
-        other => bench_error(server, &other.to_string()),
-    })?;
+async fn call(
+    client: &mut ReliableClient,
+    body: &str,
+    server: SocketAddr,
+) -> Result<Reply, ForumError> {
+    let bytes = client
+        .call(body.as_bytes())
+        .await
+        .map_err(|error| match error {
+            CallError::NoResponse { .. } => bench_error(server, "server not responding"),
+            other => bench_error(server, &other.to_string()),
+        })?;
     Reply::decode(&String::from_utf8_lossy(&bytes))
         .ok_or_else(|| bench_error(server, "reply not understood"))
 }
@@ -308,7 +326,10 @@ fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumEr
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     std::thread::spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 let _ = ready_tx.send(Err(ForumError::Io {
@@ -370,12 +391,17 @@ fn start_proxy(
         ("loss", format!("{loss}%")),
         ("seed", seed.to_string()),
     ] {
-        config.apply(&key, &value).map_err(|e| proxy_error(e.to_string()))?;
+        config
+            .apply(key, &value)
+            .map_err(|e| proxy_error(e.to_string()))?;
     }
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     std::thread::spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 let _ = ready_tx.send(Err(error.to_string()));
@@ -411,7 +437,10 @@ fn start_proxy(
 
 /// The UDP echo floor: `echo bench --udp` with as many clients, against an echo server
 /// on its own thread.
-async fn echo_floor(options: &ForumBenchOptions, loopback: SocketAddr) -> Result<BenchReport, ForumError> {
+async fn echo_floor(
+    options: &ForumBenchOptions,
+    loopback: SocketAddr,
+) -> Result<BenchReport, ForumError> {
     let socket = std::net::UdpSocket::bind(loopback).map_err(|cause| ForumError::Io {
         what: "the echo floor's server".into(),
         cause,
@@ -420,13 +449,18 @@ async fn echo_floor(options: &ForumBenchOptions, loopback: SocketAddr) -> Result
         what: "the echo floor's server".into(),
         cause,
     })?;
-    socket.set_nonblocking(true).map_err(|cause| ForumError::Io {
-        what: "the echo floor's server".into(),
-        cause,
-    })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|cause| ForumError::Io {
+            what: "the echo floor's server".into(),
+            cause,
+        })?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         runtime.block_on(async move {
@@ -557,8 +591,7 @@ pub fn render(report: &ForumBenchReport) -> String {
         ]);
     }
     let verdict = if report.exactly_once() {
-        "every operation completed; every confirmed post is in its thread exactly once"
-            .to_string()
+        "every operation completed; every confirmed post is in its thread exactly once".to_string()
     } else {
         format!(
             "{} operations failed, {} confirmed posts lost, {} posts duplicated",
@@ -581,7 +614,10 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir, ForumError> {
-        let path = std::env::temp_dir().join(format!("socklab-forum-bench-{:016x}", rand::random::<u64>()));
+        let path = std::env::temp_dir().join(format!(
+            "socklab-forum-bench-{:016x}",
+            rand::random::<u64>()
+        ));
         std::fs::create_dir(&path).map_err(|cause| ForumError::Io {
             what: format!("creating {}", path.display()),
             cause,

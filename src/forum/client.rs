@@ -85,7 +85,7 @@ where
     W: Write,
 {
     let socket = Arc::new(net::connect_udp(options.server).await?);
-    let reliable = ReliableClient::new(Arc::clone(&socket), rand::random(), options.retry.clone());
+    let reliable = ReliableClient::new(Arc::clone(&socket), rand::random(), options.retry);
     let heartbeat = spawn_heartbeat(&socket, &reliable, options.heartbeat);
     let mut client = Client {
         options,
@@ -141,11 +141,8 @@ where
 
     fn new_session(&mut self) {
         self.heartbeat.abort();
-        self.reliable = ReliableClient::new(
-            Arc::clone(&self.socket),
-            rand::random(),
-            self.options.retry.clone(),
-        );
+        self.reliable =
+            ReliableClient::new(Arc::clone(&self.socket), rand::random(), self.options.retry);
         self.heartbeat = spawn_heartbeat(&self.socket, &self.reliable, self.options.heartbeat);
     }
 
@@ -156,7 +153,10 @@ where
             let Some(user) = self.read_line().await? else {
                 return Ok(LoginEnd::EndOfInput);
             };
-            let reply = match self.call(&Login::Hello { user: user.clone() }.to_string()).await? {
+            let reply = match self
+                .call(&Login::Hello { user: user.clone() }.to_string())
+                .await?
+            {
                 Some(reply) => reply,
                 None => continue,
             };
@@ -227,7 +227,10 @@ where
                     continue;
                 }
                 Err(CallError::Io { peer, cause }) => {
-                    self.print(&format!("Server not responding ({peer}: {})", net::describe(&cause)))?;
+                    self.print(&format!(
+                        "Server not responding ({peer}: {})",
+                        net::describe(&cause)
+                    ))?;
                     continue;
                 }
             };
@@ -281,7 +284,14 @@ where
             return self.print("The server answered DOWNLOAD to a command that is not DWN");
         };
         let dir = self.options.dir.clone();
-        match transfer::download(self.options.server, token, &dir, file, self.options.progress).await
+        match transfer::download(
+            self.options.server,
+            token,
+            &dir,
+            file,
+            self.options.progress,
+        )
+        .await
         {
             Ok(_) => self.print(&format!("{file} successfully downloaded")),
             Err(error) => self.print(&format!("Download failed: {error}")),

@@ -431,7 +431,9 @@ mod tests {
     #[test]
     fn login_requests_round_trip_and_reject_extra_words() {
         for login in [
-            Login::Hello { user: "yoda".into() },
+            Login::Hello {
+                user: "yoda".into(),
+            },
             Login::Login {
                 user: "yoda".into(),
                 password: "wise@!man".into(),
@@ -492,7 +494,14 @@ mod tests {
         for reply in replies {
             assert_eq!(Reply::decode(&reply.encode()), Some(reply));
         }
-        for bad in ["", "MAYBE", "OK extra", "DOWNLOAD t", "DOWNLOAD t x", "UPLOAD"] {
+        for bad in [
+            "",
+            "MAYBE",
+            "OK extra",
+            "DOWNLOAD t",
+            "DOWNLOAD t x",
+            "UPLOAD",
+        ] {
             assert_eq!(Reply::decode(bad), None, "{bad:?}");
         }
     }

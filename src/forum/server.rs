@@ -251,7 +251,8 @@ impl Server {
             // The changes are in the files but may not be on disk: say so loudly. The
             // replies still go out; withholding them would only make clients retry
             // commands that were applied.
-            self.diag.info(format!("cannot sync the forum to disk: {error}"));
+            self.diag
+                .info(format!("cannot sync the forum to disk: {error}"));
         }
         outgoing
     }
@@ -311,14 +312,14 @@ impl Server {
         repr: &Repr<'_>,
         outgoing: &mut Vec<Outgoing>,
     ) {
-        let body = match std::str::from_utf8(repr.body) {
-            Ok(body) => Some(body),
-            Err(_) => None,
-        };
+        let body = std::str::from_utf8(repr.body).ok();
         if !self.sessions.contains_key(&repr.session) {
             // Only a login may open a session; anything else is a forged, expired or
             // logged-out session, and the client should start again.
-            let is_hello = matches!(body.and_then(command::parse_login), Some(Login::Hello { .. }));
+            let is_hello = matches!(
+                body.and_then(command::parse_login),
+                Some(Login::Hello { .. })
+            );
             if !is_hello {
                 let text = "unknown or expired session: please log in again";
                 outgoing.push((peer, error_datagram(repr, text)));
@@ -343,7 +344,9 @@ impl Server {
         let datagrams = match body {
             None => vec![error_datagram(repr, "the request is not valid UTF-8 text")],
             Some(body) => match self.execute(store, repr.session, body) {
-                Ok(reply) => wire::split_reply(repr.session, repr.request, reply.encode().as_bytes()),
+                Ok(reply) => {
+                    wire::split_reply(repr.session, repr.request, reply.encode().as_bytes())
+                }
                 Err(text) => vec![error_datagram(repr, &text)],
             },
         };
@@ -414,9 +417,7 @@ impl Server {
             Login::Hello { user } => {
                 self.log.result("Client authenticating");
                 if !command::is_credential(&user) {
-                    return Reply::no(
-                        "Invalid username: use printable characters without spaces",
-                    );
+                    return Reply::no("Invalid username: use printable characters without spaces");
                 }
                 if self.is_online(&user, id) {
                     let text = format!("{user} has already logged in");
@@ -462,9 +463,7 @@ impl Server {
                     return Reply::no("Say HELLO first");
                 }
                 if !command::is_credential(&password) {
-                    return Reply::no(
-                        "Invalid password: use printable characters without spaces",
-                    );
+                    return Reply::no("Invalid password: use printable characters without spaces");
                 }
                 if store.password(&user).is_some() {
                     // Someone registered this name between our HELLO and now.
@@ -590,8 +589,11 @@ impl Server {
         let size = match std::fs::metadata(&path) {
             Ok(metadata) => metadata.len(),
             Err(error) => {
-                self.diag
-                    .info(format!("cannot read {}: {}", path.display(), describe(&error)));
+                self.diag.info(format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    describe(&error)
+                ));
                 return Reply::no(format!("File does not exist in Thread {title}"));
             }
         };
@@ -676,8 +678,9 @@ impl Server {
 
     fn report_malformed(&mut self, peer: SocketAddr, reason: &str) {
         if self.malformed.allow(Instant::now()) {
-            self.diag
-                .info(format!("dropped a malformed datagram from {peer}: {reason}"));
+            self.diag.info(format!(
+                "dropped a malformed datagram from {peer}: {reason}"
+            ));
         }
     }
 
@@ -690,15 +693,7 @@ impl Server {
 
 /// An Error datagram answering `repr` with `text`.
 fn error_datagram(repr: &Repr<'_>, text: &str) -> Vec<u8> {
-    Repr {
-        kind: Kind::Error,
-        session: repr.session,
-        request: repr.request,
-        frag: 0,
-        count: 1,
-        body: &text.as_bytes()[..text.len().min(wire::MAX_BODY)],
-    }
-    .to_vec()
+    wire::error_datagram(repr.session, repr.request, text)
 }
 
 /// The client-facing sentence for a store refusal (forum-spec.md's table).
@@ -711,10 +706,19 @@ pub fn refusal_text(error: &StoreError, title: &str, file: &str) -> String {
         Refusal::BadName { name, problem } => format!("Invalid name {name}: {problem}"),
         Refusal::ThreadExists => format!("Thread {title} exists"),
         Refusal::NameTaken => {
-            format!("The name {title}{} is already used by another file on the server", if file.is_empty() { String::new() } else { format!("-{file}") })
+            format!(
+                "The name {title}{} is already used by another file on the server",
+                if file.is_empty() {
+                    String::new()
+                } else {
+                    format!("-{file}")
+                }
+            )
         }
         Refusal::NoThread => format!("Thread {title} does not exist"),
-        Refusal::NoMessage { number } => format!("Message {number} does not exist in thread {title}"),
+        Refusal::NoMessage { number } => {
+            format!("Message {number} does not exist in thread {title}")
+        }
         Refusal::NotAuthor => "The message belongs to another user".into(),
         Refusal::NotCreator => {
             "The thread was created by another user and cannot be removed".into()
@@ -722,8 +726,7 @@ pub fn refusal_text(error: &StoreError, title: &str, file: &str) -> String {
         Refusal::FileExists => format!("{file} already exists in thread {title}"),
         Refusal::NoFile => format!("File does not exist in Thread {title}"),
         Refusal::BadText => {
-            "Invalid message: it must be 1 to 1024 bytes of text without control characters"
-                .into()
+            "Invalid message: it must be 1 to 1024 bytes of text without control characters".into()
         }
         Refusal::BadUser => "Invalid username or password".into(),
         Refusal::UserExists => "That user already exists".into(),
@@ -762,7 +765,10 @@ impl RateLimit {
             .window_start
             .is_some_and(|start| now.duration_since(start) >= Duration::from_secs(1));
         if over && self.suppressed > 0 {
-            let line = format!("... and {} more malformed datagrams dropped", self.suppressed);
+            let line = format!(
+                "... and {} more malformed datagrams dropped",
+                self.suppressed
+            );
             self.suppressed = 0;
             Some(line)
         } else {

@@ -198,7 +198,10 @@ pub async fn serve_transfers(
             Ok(accepted) => accepted,
             Err(error) => {
                 // EMFILE and friends: wait a moment instead of spinning.
-                diag.info(format!("cannot accept a transfer connection: {}", describe(&error)));
+                diag.info(format!(
+                    "cannot accept a transfer connection: {}",
+                    describe(&error)
+                ));
                 time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -224,12 +227,16 @@ async fn serve_one(
 ) -> Result<(), String> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    let header: Option<Request> =
-        match time::timeout(HEADER_TIMEOUT, framing::read_header(&mut reader, MAX_HEADER)).await {
-            Ok(Ok(header)) => header,
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err("no header within 10 s".into()),
-        };
+    let header: Option<Request> = match time::timeout(
+        HEADER_TIMEOUT,
+        framing::read_header(&mut reader, MAX_HEADER),
+    )
+    .await
+    {
+        Ok(Ok(header)) => header,
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(_) => return Err("no header within 10 s".into()),
+    };
     let Some(request) = header else {
         return Err("closed before sending a header".into());
     };
@@ -246,16 +253,30 @@ async fn serve_one(
     match grant.kind {
         GrantKind::Upload { title, file } => {
             let (Some(size), Some(sha256)) = (request.size, request.sha256) else {
-                let _ = framing::write_header(&mut writer, &Response::refused("size and sha256 are required")).await;
+                let _ = framing::write_header(
+                    &mut writer,
+                    &Response::refused("size and sha256 are required"),
+                )
+                .await;
                 return Err("upload header without size or sha256".into());
             };
             if size > max_upload {
-                let message = format!("{file} is larger than the server's limit of {max_upload} bytes");
-                let _ = framing::write_header(&mut writer, &Response::refused(message.clone())).await;
+                let message =
+                    format!("{file} is larger than the server's limit of {max_upload} bytes");
+                let _ =
+                    framing::write_header(&mut writer, &Response::refused(message.clone())).await;
                 return Err(message);
             }
             receive_upload(
-                &mut reader, &mut writer, store, &grant.user, &title, &file, size, &sha256, log,
+                &mut reader,
+                &mut writer,
+                store,
+                &grant.user,
+                &title,
+                &file,
+                size,
+                &sha256,
+                log,
             )
             .await
         }
@@ -355,7 +376,9 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     // Open once: should the thread be removed meanwhile, the open file stays readable.
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| describe(&e))?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| describe(&e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -408,7 +431,10 @@ pub async fn upload(
     };
     let (size, sha256) = hash_file(path).await.map_err(file_error)?;
     let stream = net::connect_tcp(&[server]).await?;
-    let frame = |cause| TransferError::Frame { peer: server, cause };
+    let frame = |cause| TransferError::Frame {
+        peer: server,
+        cause,
+    };
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let request = Request {
@@ -417,14 +443,19 @@ pub async fn upload(
         size: Some(size),
         sha256: Some(sha256),
     };
-    framing::write_header(&mut writer, &request).await.map_err(frame)?;
+    framing::write_header(&mut writer, &request)
+        .await
+        .map_err(frame)?;
     expect_ok(&mut reader, server).await?;
     let mut file = tokio::fs::File::open(path).await.map_err(file_error)?;
     let bar = output::progress_bar(size, progress && size >= PROGRESS_THRESHOLD, "upload");
     framing::copy_body(&mut file, &mut writer, size, IDLE_TIMEOUT, |n| bar.inc(n))
         .await
         .map_err(frame)?;
-    writer.flush().await.map_err(|cause| frame(FrameError::Write(cause)))?;
+    writer
+        .flush()
+        .await
+        .map_err(|cause| frame(FrameError::Write(cause)))?;
     bar.finish_and_clear();
     let response = expect_ok(&mut reader, server).await?;
     Ok(response.message.unwrap_or_default())
@@ -443,7 +474,10 @@ pub async fn download(
     progress: bool,
 ) -> Result<u64, TransferError> {
     let stream = net::connect_tcp(&[server]).await?;
-    let frame = |cause| TransferError::Frame { peer: server, cause };
+    let frame = |cause| TransferError::Frame {
+        peer: server,
+        cause,
+    };
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let request = Request {
@@ -452,7 +486,9 @@ pub async fn download(
         size: None,
         sha256: None,
     };
-    framing::write_header(&mut writer, &request).await.map_err(frame)?;
+    framing::write_header(&mut writer, &request)
+        .await
+        .map_err(frame)?;
     let response = expect_ok(&mut reader, server).await?;
     let (Some(size), Some(sha256)) = (response.size, response.sha256) else {
         return Err(TransferError::Mismatch {
@@ -483,7 +519,10 @@ async fn expect_ok<R>(reader: &mut R, server: SocketAddr) -> Result<Response, Tr
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let frame = |cause| TransferError::Frame { peer: server, cause };
+    let frame = |cause| TransferError::Frame {
+        peer: server,
+        cause,
+    };
     let response: Option<Response> = framing::read_header(reader, MAX_HEADER)
         .await
         .map_err(frame)?;
