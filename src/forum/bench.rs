@@ -10,11 +10,17 @@
 //!   N clients ──UDP──► UDP echo server (own thread): the floor, what UDP costs here
 //! ```
 //!
-//! Every client logs in as its own user, creates its own thread, then until the time
-//! is up picks (with a seeded RNG) one of: `MSG` to a random thread, `RDT` of a random
-//! thread, `LST`. Every message text is unique (`b<client>-<n>`), so after the run
-//! the bench reads the thread files back and checks **exactly once**: every post the
-//! server confirmed is there once, none twice.
+//! Every client logs in as its own user and creates its own thread, then until the
+//! time is up picks (with a seeded RNG) one of: `MSG` to its own current thread, `RDT`
+//! of a random client's first thread, `LST`. A thread that reaches
+//! [`MESSAGES_PER_THREAD`] messages is full: the client opens its next one (`CRT`).
+//! That keeps the workload steady (a thread read always holds at most that many
+//! messages, about two reply datagrams), where threads growing without bound would
+//! make every `RDT` slower than the last and the result depend on the run's length.
+//!
+//! Every message text is unique (`b<client>-<n>`), so after the run the bench reads
+//! the thread files back and checks **exactly once**: every post the server
+//! confirmed is there once, none twice.
 //!
 //! The server and the proxy each run on their own thread with their own runtime, as
 //! separate processes would; the clients share the main runtime.
@@ -41,6 +47,9 @@ use crate::echo::{self, BenchOptions, BenchReport, Transport};
 use crate::net;
 use crate::output::{self, Reporter};
 use crate::proxy::{self, config::ProxyConfig};
+
+/// Messages a bench thread holds before its client opens the next one.
+pub const MESSAGES_PER_THREAD: u32 = 100;
 
 /// How to run the bench.
 #[derive(Clone, Debug)]
@@ -113,6 +122,7 @@ enum Op {
     Post,
     Read,
     List,
+    Create,
 }
 
 impl Op {
@@ -121,6 +131,7 @@ impl Op {
             Op::Post => "MSG",
             Op::Read => "RDT",
             Op::List => "LST",
+            Op::Create => "CRT",
         }
     }
 }
@@ -132,7 +143,6 @@ struct ClientResult {
     failed: u64,
     retransmissions: u64,
     confirmed: Vec<String>,
-    ambiguous: Vec<String>,
 }
 
 /// Runs the bench.
@@ -156,17 +166,15 @@ pub async fn bench(options: &ForumBenchOptions) -> Result<ForumBenchReport, Foru
     let echo_floor = echo_floor(options, loopback).await?;
 
     let clients = options.clients.max(1);
-    let titles: Arc<Vec<String>> = Arc::new((0..clients).map(|k| format!("bench-{k}")).collect());
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + options.warmup;
     let until = measure_from + options.duration;
     let mut handles = Vec::new();
     for k in 0..clients {
         let retry = options.retry;
-        let titles = Arc::clone(&titles);
         let seed = options.seed.wrapping_add(u64::from(k));
         handles.push(tokio::spawn(async move {
-            run_client(k, target, retry, titles, seed, start, measure_from, until).await
+            run_client(k, clients, target, retry, seed, start, measure_from, until).await
         }));
     }
     let mut results = Vec::new();
@@ -186,16 +194,16 @@ pub async fn bench(options: &ForumBenchOptions) -> Result<ForumBenchReport, Foru
     }
     let _ = stop_server.send(());
 
-    let report = summarise(options, clients, results, dir.path(), &titles, echo_floor)?;
+    let report = summarise(options, clients, results, dir.path(), echo_floor)?;
     Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_client(
     k: u32,
+    clients: u32,
     target: SocketAddr,
     retry: RetryConfig,
-    titles: Arc<Vec<String>>,
     seed: u64,
     start: Instant,
     measure_from: Instant,
@@ -205,27 +213,45 @@ async fn run_client(
     let mut client = ReliableClient::new(socket, rand::random(), retry);
     let user = format!("bench{k}");
     login(&mut client, &user, target).await?;
-    expect_ok(&mut client, &format!("CRT {}", titles[k as usize]), target).await?;
+    let mut thread_number = 0u32;
+    let mut current = thread_title(k, thread_number);
+    expect_ok(&mut client, &format!("CRT {current}"), target).await?;
+    let mut in_current = 0u32;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut result = ClientResult::default();
     tokio::time::sleep_until(start.into()).await;
     let mut n = 0u64;
     while Instant::now() < until {
-        let op = match rng.gen_range(0..3) {
-            0 => Op::Post,
-            1 => Op::Read,
-            _ => Op::List,
+        let op = if in_current >= MESSAGES_PER_THREAD {
+            Op::Create
+        } else {
+            match rng.gen_range(0..3) {
+                0 => Op::Post,
+                1 => Op::Read,
+                _ => Op::List,
+            }
         };
-        let title = &titles[rng.gen_range(0..titles.len())];
         let (request, text) = match op {
             Op::Post => {
                 n += 1;
                 let text = format!("b{k}-{n}");
-                (format!("MSG {title} {text}"), Some(text))
+                (format!("MSG {current} {text}"), Some(text))
             }
-            Op::Read => (format!("RDT {title}"), None),
+            Op::Read => {
+                let other = rng.gen_range(0..clients);
+                (format!("RDT {}", thread_title(other, 0)), None)
+            }
             Op::List => ("LST".to_string(), None),
+            Op::Create => {
+                thread_number += 1;
+                current = thread_title(k, thread_number);
+                in_current = 0;
+                (format!("CRT {current}"), None)
+            }
         };
+        if op == Op::Post {
+            in_current += 1;
+        }
         let sent = Instant::now();
         let outcome = client.call(request.as_bytes()).await;
         let took = sent.elapsed();
@@ -234,8 +260,6 @@ async fn run_client(
                 if let Some(text) = text {
                     if posted(&body) {
                         result.confirmed.push(text);
-                    } else {
-                        result.ambiguous.push(text);
                     }
                 }
                 if sent >= measure_from && Instant::now() <= until {
@@ -243,17 +267,17 @@ async fn run_client(
                     samples.push(took.as_nanos() as u64);
                 }
             }
-            Err(_) => {
-                result.failed += 1;
-                if let Some(text) = text {
-                    result.ambiguous.push(text);
-                }
-            }
+            Err(_) => result.failed += 1,
         }
     }
     let _ = client.call(b"XIT").await;
     result.retransmissions = client.stats().retransmissions;
     Ok(result)
+}
+
+/// The title of thread `number` of client `k`.
+fn thread_title(k: u32, number: u32) -> String {
+    format!("bench-{k}-{number}")
 }
 
 fn posted(body: &[u8]) -> bool {
@@ -502,7 +526,6 @@ fn summarise(
     clients: u32,
     results: Vec<ClientResult>,
     dir: &Path,
-    titles: &[String],
     echo_floor: BenchReport,
 ) -> Result<ForumBenchReport, ForumError> {
     let seconds = options.duration.as_secs_f64();
@@ -510,7 +533,6 @@ fn summarise(
     let mut by_op: HashMap<&'static str, Vec<u64>> = HashMap::new();
     let (mut failed, mut retransmissions) = (0, 0);
     let mut confirmed = Vec::new();
-    let mut ambiguous = Vec::new();
     for result in results {
         for (op, samples) in result.samples {
             all.extend_from_slice(&samples);
@@ -519,7 +541,6 @@ fn summarise(
         failed += result.failed;
         retransmissions += result.retransmissions;
         confirmed.extend(result.confirmed);
-        ambiguous.extend(result.ambiguous);
     }
     let row = |op: &str, samples: &mut Vec<u64>| OpReport {
         op: op.to_string(),
@@ -528,7 +549,7 @@ fn summarise(
         latency_us: Percentiles::of(samples),
     };
     let mut ops = vec![row("all", &mut all)];
-    for op in [Op::Post, Op::Read, Op::List] {
+    for op in [Op::Post, Op::Read, Op::List, Op::Create] {
         let mut samples = by_op.remove(op.name()).unwrap_or_default();
         ops.push(row(op.name(), &mut samples));
     }
@@ -536,8 +557,8 @@ fn summarise(
     // Exactly once: count every bench message text in the thread files.
     let store = Store::open(dir)?;
     let mut found: HashMap<String, u64> = HashMap::new();
-    for title in titles {
-        for line in store.read(title).map_err(ForumError::Store)? {
+    for title in store.list() {
+        for line in store.read(&title).map_err(ForumError::Store)? {
             if let Some((_, text)) = line.split_once(": ") {
                 *found.entry(text.to_string()).or_default() += 1;
             }
@@ -546,7 +567,6 @@ fn summarise(
     let posts_found = found.values().sum();
     let posts_lost = confirmed.iter().filter(|t| !found.contains_key(*t)).count() as u64;
     let posts_duplicated = found.values().filter(|&&n| n > 1).count() as u64;
-    let _ = ambiguous;
     Ok(ForumBenchReport {
         clients,
         loss_percent: options.loss.unwrap_or(0.0),
@@ -577,7 +597,7 @@ pub fn render(report: &ForumBenchReport) -> String {
     ]);
     for op in &report.ops {
         let label = if op.op == "all" {
-            format!("forum MSG/RDT/LST, {} clients", report.clients)
+            format!("forum MSG/RDT/LST (+CRT), {} clients", report.clients)
         } else {
             format!("  {}", op.op)
         };

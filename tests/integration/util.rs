@@ -115,16 +115,44 @@ impl Server {
     /// Spawns `socklab <args>` and waits until a stdout line starts with
     /// `ready_prefix`; that line ends in the `HOST:PORT` the server listens on.
     pub fn start(args: &[&str], ready_prefix: &str) -> Server {
-        let mut child = socklab()
+        Server::start_in(args, ready_prefix, None)
+    }
+
+    /// Like [`Server::start`], with the readiness line on stdout or stderr (the forum
+    /// server keeps stdout for its log), and in directory `cwd` if given. Other stderr
+    /// lines are passed through to the test's stderr.
+    pub fn start_in(args: &[&str], ready_prefix: &str, cwd: Option<&std::path::Path>) -> Server {
+        let mut command = socklab();
+        command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the server");
+            .stderr(Stdio::piped());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().expect("spawn the server");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let new_line: Arc<(Mutex<()>, std::sync::Condvar)> = Arc::default();
         let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let ready_tx = ready_tx.clone();
+            let prefix = ready_prefix.to_string();
+            thread::spawn(move || {
+                let mut ready = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.starts_with(&prefix) {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(line.clone());
+                            continue;
+                        }
+                    }
+                    eprintln!("{line}");
+                }
+            });
+        }
         {
             let lines = Arc::clone(&lines);
             let new_line = Arc::clone(&new_line);
