@@ -68,6 +68,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use thiserror::Error;
 
@@ -79,8 +80,10 @@ pub use names::{
 };
 
 /// The name of a file being uploaded: this, then [`TEMP_SUFFIX_DIGITS`] hex digits.
-/// At most this many threads flush files at once in [`Store::sync`].
-const MAX_SYNC_THREADS: usize = 16;
+/// Threads that flush files at once in [`PendingSync::run`]. The file system joins
+/// concurrent flushes into one journal commit, so a batch that touched twenty threads
+/// costs a few commits instead of twenty in a row.
+const FLUSH_THREADS: usize = 8;
 
 const UPLOAD_TEMP: &str = ".forum-upload-";
 
@@ -1207,29 +1210,14 @@ impl PendingSync {
     /// [`StoreError::Io`] naming the first file that could not be flushed.
     pub fn run(self) -> Result<(), StoreError> {
         let PendingSync { files, dir } = self;
-        if let [(path, file)] = files.as_slice() {
-            // One file: no thread is worth starting.
-            file.sync_data().map_err(|cause| io_error(path, cause))?;
-        }
-        let files = if files.len() == 1 { Vec::new() } else { files };
-        let per_thread = files.len().div_ceil(MAX_SYNC_THREADS).max(1);
-        let failure: Option<StoreError> = std::thread::scope(|scope| {
-            let workers: Vec<_> = files
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk.iter().find_map(|(path, file)| {
-                            // `sync_data` (fdatasync) also writes the new length, which
-                            // is all an append changes besides the data.
-                            file.sync_data().err().map(|cause| io_error(path, cause))
-                        })
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .find_map(|worker| worker.join().ok().flatten())
-        });
+        let failure = match files.len() {
+            0 => None,
+            // One file: flushing it here is cheaper than waking a flusher.
+            1 => files
+                .first()
+                .and_then(|(path, file)| file.sync_data().err().map(|e| io_error(path, e))),
+            _ => flush_in_parallel(files),
+        };
         if let Some(error) = failure {
             return Err(error);
         }
@@ -1241,6 +1229,67 @@ impl PendingSync {
         }
         Ok(())
     }
+}
+
+/// A file to flush, and where to say how it went.
+type FlushJob = ((PathBuf, File), mpsc::Sender<Option<StoreError>>);
+
+/// The flusher threads, started on first use and kept: starting a thread costs tens of
+/// microseconds, about as much as the flush it would do.
+static FLUSHERS: OnceLock<Mutex<mpsc::Sender<FlushJob>>> = OnceLock::new();
+
+/// Flushes `files` on the flusher threads at once; returns the first failure.
+fn flush_in_parallel(files: Vec<(PathBuf, File)>) -> Option<StoreError> {
+    let queue = FLUSHERS.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<FlushJob>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..FLUSH_THREADS {
+            let receiver = Arc::clone(&receiver);
+            // A flusher that cannot start only means fewer flushes at once.
+            let _ = std::thread::Builder::new()
+                .name("forum-flush".into())
+                .spawn(move || loop {
+                    let job = match receiver.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(((path, file), done)) = job else {
+                        return;
+                    };
+                    // `sync_data` (fdatasync) also writes the new length, which is all
+                    // an append changes besides the data.
+                    let _ = done.send(file.sync_data().err().map(|e| io_error(&path, e)));
+                });
+        }
+        Mutex::new(sender)
+    });
+    let (done, results) = mpsc::channel();
+    let mut waiting = 0;
+    let mut failure = None;
+    for entry in files {
+        let sent = queue
+            .lock()
+            .map_err(|_| ())
+            .and_then(|q| q.send((entry, done.clone())).map_err(|_| ()));
+        match sent {
+            Ok(()) => waiting += 1,
+            Err(()) => {
+                failure = Some(io_error(
+                    Path::new("."),
+                    io::Error::other("no flusher thread"),
+                ))
+            }
+        }
+    }
+    drop(done);
+    for _ in 0..waiting {
+        match results.recv() {
+            Ok(Some(error)) => failure = failure.or(Some(error)),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    failure
 }
 
 fn io_error(path: &Path, cause: io::Error) -> StoreError {
