@@ -136,10 +136,6 @@ pub async fn serve(
     diag: Reporter,
     shutdown: impl Future,
 ) -> Result<(), ForumError> {
-    let local = udp.local_addr().map_err(|cause| ForumError::Io {
-        what: "the UDP socket".into(),
-        cause,
-    })?;
     let store = Arc::new(Mutex::new(store));
     let grants: Grants = Arc::default();
     let transfers = tokio::spawn(transfer::serve_transfers(
@@ -157,7 +153,6 @@ pub async fn serve(
     let mut server = Server {
         udp,
         outbox,
-        local,
         store,
         grants,
         options,
@@ -227,7 +222,6 @@ struct Session {
 struct Server {
     udp: Arc<UdpSocket>,
     outbox: mpsc::Sender<Outbox>,
-    local: SocketAddr,
     store: Arc<Mutex<Store>>,
     grants: Grants,
     options: ServerOptions,
@@ -722,12 +716,6 @@ impl Server {
             ));
         }
     }
-
-    /// The address the server is bound to (for the readiness line).
-    #[allow(dead_code)]
-    fn local(&self) -> SocketAddr {
-        self.local
-    }
 }
 
 /// An Error datagram answering `repr` with `text`.
@@ -813,5 +801,149 @@ impl RateLimit {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forum::wire::Repr;
+
+    /// A server on 127.0.0.1:0 over a fresh directory, and a raw UDP socket to poke it.
+    async fn start() -> (
+        SocketAddr,
+        tempfile::TempDir,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open the store");
+        let (udp, tcp) = bind([127, 0, 0, 1].into(), 0).await.expect("bind");
+        let addr = udp.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            udp,
+            tcp,
+            store,
+            ServerOptions::default(),
+            Reporter::silent(),
+            Reporter::silent(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, dir, stop)
+    }
+
+    fn request(session: u64, request: u32, body: &str) -> Vec<u8> {
+        Repr {
+            kind: Kind::Request,
+            session,
+            request,
+            frag: 0,
+            count: 1,
+            body: body.as_bytes(),
+        }
+        .to_vec()
+    }
+
+    /// Sends `datagram` and returns the body of the single datagram that answers it.
+    async fn exchange(socket: &UdpSocket, datagram: &[u8]) -> (Kind, String) {
+        socket.send(datagram).await.expect("send");
+        let mut buffer = vec![0u8; 2048];
+        let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .expect("receive");
+        let packet = Packet::new_checked(&buffer[..len]).expect("a valid datagram");
+        let repr = Repr::parse(&packet).expect("parse");
+        (repr.kind, String::from_utf8_lossy(repr.body).into_owned())
+    }
+
+    async fn log_in(socket: &UdpSocket, session: u64) {
+        let (_, hello) = exchange(socket, &request(session, 1, "HELLO yoda")).await;
+        assert_eq!(hello, "NEW-USER");
+        let (_, welcome) = exchange(socket, &request(session, 2, "REGISTER yoda wise")).await;
+        assert_eq!(welcome, "OK\nWelcome to the forum");
+    }
+
+    #[tokio::test]
+    async fn a_retransmitted_request_is_answered_from_the_cache_and_applied_once() {
+        let (addr, dir, _stop) = start().await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.connect(addr).await.expect("connect");
+        log_in(&socket, 7).await;
+        let (_, created) = exchange(&socket, &request(7, 3, "CRT 3331")).await;
+        assert_eq!(created, "OK\nThread 3331 created");
+        // The same CRT again, as a retransmission after a lost reply: the cached
+        // answer, not "exists".
+        let (_, again) = exchange(&socket, &request(7, 3, "CRT 3331")).await;
+        assert_eq!(again, "OK\nThread 3331 created");
+        for _ in 0..3 {
+            let (_, posted) = exchange(&socket, &request(7, 4, "MSG 3331 hello")).await;
+            assert_eq!(posted, "OK\nMessage posted to 3331 thread");
+        }
+        let thread = std::fs::read_to_string(dir.path().join("3331")).expect("thread file");
+        assert_eq!(thread, "yoda\n1 yoda: hello\n");
+        // An old request overtaken by a newer one is dropped: no answer at all.
+        socket.send(&request(7, 3, "CRT 3331")).await.expect("send");
+        let (_, listed) = exchange(&socket, &request(7, 5, "LST")).await;
+        assert_eq!(listed, "OK\nThe list of active threads:\n3331");
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_and_early_commands_get_error_datagrams() {
+        let (addr, _dir, _stop) = start().await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.connect(addr).await.expect("connect");
+        let (kind, text) = exchange(&socket, &request(99, 1, "LST")).await;
+        assert_eq!(kind, Kind::Error);
+        assert!(text.contains("log in again"), "{text}");
+        // A session that said HELLO but did not log in may not run commands.
+        let (_, hello) = exchange(&socket, &request(5, 1, "HELLO r2d2")).await;
+        assert_eq!(hello, "NEW-USER");
+        let (kind, text) = exchange(&socket, &request(5, 2, "CRT x")).await;
+        assert_eq!((kind, text.as_str()), (Kind::Error, "log in first"));
+        // A request that is not UTF-8 is refused, and the server keeps serving.
+        let mut bad = request(5, 3, "CRT x");
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        let (kind, _) = exchange(&socket, &bad).await;
+        assert_eq!(kind, Kind::Error);
+        log_in(&socket, 8).await;
+    }
+
+    #[tokio::test]
+    async fn one_live_login_per_user() {
+        let (addr, _dir, _stop) = start().await;
+        let first = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        first.connect(addr).await.expect("connect");
+        log_in(&first, 1).await;
+        let second = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        second.connect(addr).await.expect("connect");
+        let (_, refused) = exchange(&second, &request(2, 1, "HELLO yoda")).await;
+        assert_eq!(refused, "NO\nyoda has already logged in");
+        let (_, bye) = exchange(&first, &request(1, 3, "XIT")).await;
+        assert_eq!(bye, "BYE\nGoodbye");
+        let (_, asked) = exchange(&second, &request(2, 2, "HELLO yoda")).await;
+        assert_eq!(asked, "PASSWORD");
+        let (_, wrong) = exchange(&second, &request(2, 3, "LOGIN yoda nope")).await;
+        assert_eq!(wrong, "NO\nInvalid password");
+        let (_, welcome) = exchange(&second, &request(2, 4, "LOGIN yoda wise")).await;
+        assert_eq!(welcome, "OK\nWelcome to the forum");
+    }
+
+    #[test]
+    fn the_rate_limit_lets_ten_reports_a_second_through_and_summarises_the_rest() {
+        let mut limit = RateLimit::default();
+        let start = Instant::now();
+        let allowed = (0..25).filter(|_| limit.allow(start)).count();
+        assert_eq!(allowed, REPORTS_PER_SECOND as usize);
+        assert_eq!(limit.summary(start), None);
+        let later = start + Duration::from_secs(1);
+        assert_eq!(
+            limit.summary(later).as_deref(),
+            Some("... and 15 more malformed datagrams dropped")
+        );
+        assert!(limit.allow(later));
     }
 }
