@@ -511,6 +511,10 @@ pub async fn download(
             detail: format!("sha256 {digest}, the server announced {sha256}"),
         });
     }
+    // The server logs "f downloaded from Thread t" and only then closes the connection.
+    // Waiting for that close before reporting success keeps the server log in the order
+    // things happened: without it, the user's next command could be logged first.
+    expect_end(&mut reader, server).await?;
     part.install(&dest, true).await.map_err(file_error)?;
     Ok(size)
 }
@@ -536,6 +540,26 @@ where
         None => Err(frame(FrameError::Read(io::Error::from(
             io::ErrorKind::UnexpectedEof,
         )))),
+    }
+}
+
+/// Waits until the server closes the connection after a download's body.
+async fn expect_end<R>(reader: &mut R, server: SocketAddr) -> Result<(), TransferError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let frame = |cause| TransferError::Frame {
+        peer: server,
+        cause: FrameError::Read(cause),
+    };
+    let mut extra = [0u8; 1];
+    match time::timeout(IDLE_TIMEOUT, reader.read(&mut extra)).await {
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(_)) => Err(TransferError::Mismatch {
+            detail: "the server sent more bytes than it announced".into(),
+        }),
+        Ok(Err(cause)) => Err(frame(cause)),
+        Err(_) => Err(frame(io::Error::from(io::ErrorKind::TimedOut))),
     }
 }
 
