@@ -349,7 +349,7 @@ fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumEr
     let store = Store::open(dir)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
+    spawn_named("forum-server", move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -390,7 +390,7 @@ fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumEr
             )
             .await;
         });
-    });
+    })?;
     let addr = ready_rx.recv().map_err(|_| ForumError::Io {
         what: "the bench's forum server".into(),
         cause: std::io::Error::other("it stopped before it was ready"),
@@ -421,7 +421,7 @@ fn start_proxy(
     }
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
+    spawn_named("forum-proxy", move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -451,7 +451,7 @@ fn start_proxy(
             })
             .await;
         });
-    });
+    })?;
     let addr = ready_rx
         .recv()
         .map_err(|_| proxy_error("it stopped before it was ready".into()))?
@@ -480,7 +480,7 @@ async fn echo_floor(
             cause,
         })?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
+    let thread = spawn_named("echo-floor", move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -503,7 +503,7 @@ async fn echo_floor(
             })
             .await;
         });
-    });
+    })?;
     let bench_options = BenchOptions {
         transport: Transport::Udp,
         connections: options.clients.max(1),
@@ -654,4 +654,18 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Starts a named thread (the name shows in `top -H` and `perf`).
+fn spawn_named(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ForumError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map_err(|cause| ForumError::Io {
+            what: format!("starting the {name} thread"),
+            cause,
+        })
 }
