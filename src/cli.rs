@@ -126,7 +126,8 @@ pub enum Command {
     /// rate), relaying TCP too.
     // Boxed: its many flags make it far larger than the other variants.
     Proxy(Box<ProxyArgs>),
-    /// Run a short guided demo on loopback: echo servers, clients and the load generator.
+    /// Run a short guided demo on loopback: the forum (also through a lossy proxy), echo
+    /// servers and clients, the load generator and the proxy.
     Demo(DemoArgs),
     /// Print a shell completion script (e.g. `socklab completions bash > socklab.bash`).
     Completions {

@@ -1,34 +1,108 @@
 //! The built-in demo (`socklab demo`): the README's first command. On loopback, with
-//! nothing to set up, it starts TCP and UDP echo servers inside this process, talks to
-//! them the way lab 1 does (a TCP client, a UDP pinger, the sticky-packet lesson with
-//! and without framing) and runs the load generator, printing what each step shows;
-//! last, it runs the UDP pinger through the impairing proxy (lab 2) and prints the
-//! proxy's statistics.
+//! nothing to set up, it starts servers inside this process and talks to them the way
+//! the labs do, printing what each step shows:
+//!
+//! 1. and 2. the discussion forum of lab 3 (in [`forum`]): a server on a scratch
+//!    directory, a client that logs in, creates a thread, posts and uploads a file,
+//!    and a second client that goes through the impairing proxy with 20% loss, whose
+//!    lost datagrams are retransmitted and whose commands still apply once;
+//! 3. to 8. lab 1: TCP and UDP echo servers, a TCP client, a UDP pinger, the
+//!    sticky-packet lesson with and without framing, and the load generator;
+//! 9. lab 2: the UDP pinger through the impairing proxy, and the proxy's statistics.
+
+mod forum;
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use thiserror::Error;
 use tokio::task::JoinHandle;
 
 use crate::echo::{self, BenchOptions, ClientOptions, EchoError, ServerOptions, Transport};
-use crate::net;
+use crate::forum::client::ClientOutcome;
+use crate::forum::ForumError;
+use crate::net::{self, describe};
 use crate::output::{Reporter, Verbosity};
 use crate::proxy::{self, config::ProxyConfig, ProxyError};
+
+/// What can stop the demo. Lost datagrams and timeouts are part of the show, not
+/// errors; these are the failures of the machinery itself.
+#[derive(Debug, Error)]
+pub enum DemoError {
+    /// An echo step failed.
+    #[error(transparent)]
+    Echo(#[from] EchoError),
+    /// The forum server or a forum client failed.
+    #[error(transparent)]
+    Forum(#[from] ForumError),
+    /// A proxy step failed.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A forum client's session ended without the server's goodbye.
+    #[error("the demo's forum client {user} ended early: {}", describe_outcome(*.outcome))]
+    Session {
+        /// Whose client it was.
+        user: &'static str,
+        /// How it ended.
+        outcome: ClientOutcome,
+    },
+    /// A file or directory of the demo's scratch directory could not be used.
+    #[error("cannot {action} {}: {}", .path.display(), describe(.cause))]
+    Files {
+        /// What was being done ("create", "read").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        cause: io::Error,
+    },
+    /// A server or proxy the demo started stopped with a panic.
+    #[error("the demo's {what} stopped unexpectedly")]
+    Panicked {
+        /// Which one.
+        what: &'static str,
+    },
+}
+
+impl DemoError {
+    /// A `map_err` adapter: `fs::read(path).map_err(DemoError::files("read", path))`.
+    fn files(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DemoError {
+        let path = path.to_path_buf();
+        move |cause| DemoError::Files {
+            action,
+            path,
+            cause,
+        }
+    }
+}
+
+fn describe_outcome(outcome: ClientOutcome) -> &'static str {
+    match outcome {
+        ClientOutcome::Goodbye => "it said goodbye",
+        ClientOutcome::EndOfInput => "its script ended before it logged in",
+        ClientOutcome::ServerGone => "the server stopped answering",
+    }
+}
 
 /// Runs the demo, writing every step to `reporter`; each load-generator run lasts
 /// `bench_duration`.
 ///
 /// # Errors
-/// [`EchoError`] when a loopback socket cannot be bound or a step fails.
-pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), EchoError> {
+/// [`DemoError`] when a loopback socket cannot be bound, the scratch directory cannot
+/// be used, or a step fails.
+pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), DemoError> {
+    forum::run(&reporter).await?;
+
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut servers = Servers::default();
     let quiet = Reporter::silent();
 
     heading(
         &reporter,
-        "1. TCP echo: a client sends lines, the server (--upper) answers in capitals",
+        "3. TCP echo: a client sends lines, the server (--upper) answers in capitals",
     );
     let upper = ServerOptions {
         upper: true,
@@ -53,7 +127,7 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "2. UDP pinger: each datagram is answered to its sender; lost ones would time out",
+        "4. UDP pinger: each datagram is answered to its sender; lost ones would time out",
     );
     let udp = servers.udp(loopback, upper, quiet.clone()).await?;
     reporter.info(format!(
@@ -71,7 +145,7 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "3. Sticky packets: 10 quick writes, a server that reads every 100 ms",
+        "5. Sticky packets: 10 quick writes, a server that reads every 100 ms",
     );
     // Only the server's result lines (its reads), not its status lines.
     let server_log = Reporter::new(Verbosity::Quiet, {
@@ -102,7 +176,7 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "4. The fix: a 4-byte length prefix on every message (--framed)",
+        "6. The fix: a 4-byte length prefix on every message (--framed)",
     );
     let framed = servers
         .tcp(
@@ -130,7 +204,7 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "5. The same burst over UDP: datagrams keep their boundaries",
+        "7. The same burst over UDP: datagrams keep their boundaries",
     );
     reporter.info(format!(
         "$ socklab echo client --udp {} {} --burst 10",
@@ -145,7 +219,7 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "6. Load generator: closed-loop ping-pong, 64-byte messages",
+        "8. Load generator: closed-loop ping-pong, 64-byte messages",
     );
     for (transport, target, connections) in [
         (Transport::Tcp, tcp, 1),
@@ -173,19 +247,18 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), Ec
 
     heading(
         &reporter,
-        "7. The UDP pinger through the impairing proxy: 20% loss each way, 5 ms +- 2 ms delay",
+        "9. The UDP pinger through the impairing proxy: 20% loss each way, 5 ms +- 2 ms delay",
     );
     pinger_through_proxy(udp, &reporter).await?;
     servers.stop();
     Ok(())
 }
 
-/// Step 7: starts a proxy in front of the UDP echo server at `udp`, runs the pinger
+/// Step 9: starts a proxy in front of the UDP echo server at `udp`, runs the pinger
 /// through it and prints the proxy's summary table. Lost pings are the point, not a
 /// failure.
-async fn pinger_through_proxy(udp: SocketAddr, reporter: &Reporter) -> Result<(), EchoError> {
+async fn pinger_through_proxy(udp: SocketAddr, reporter: &Reporter) -> Result<(), DemoError> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let failed = |error| proxy_failed(loopback, error);
     let mut config = ProxyConfig::default();
     let upstream = udp.to_string();
     for (key, value) in [
@@ -195,11 +268,9 @@ async fn pinger_through_proxy(udp: SocketAddr, reporter: &Reporter) -> Result<()
         ("jitter", "2ms"),
         ("seed", "7"),
     ] {
-        config
-            .apply(key, value)
-            .map_err(|e| failed(ProxyError::Config(e)))?;
+        config.apply(key, value).map_err(ProxyError::Config)?;
     }
-    let sockets = proxy::bind(loopback).await.map_err(failed)?;
+    let sockets = proxy::bind(loopback).await?;
     let listen = sockets.local_addr();
     reporter.info(format!(
         "$ socklab proxy --listen {listen} --upstream {udp} --loss 20% --delay 5ms --jitter 2ms --seed 7"
@@ -233,26 +304,12 @@ async fn pinger_through_proxy(udp: SocketAddr, reporter: &Reporter) -> Result<()
     let pinged = client_run(listen, &pinger, reporter).await;
     let _ = stop.send(());
     let summary = match running.await {
-        Ok(result) => result.map_err(failed)?,
-        // The proxy task panicked: report it like any other failed step.
-        Err(join) => return Err(proxy_failed(loopback, join)),
+        Ok(result) => result?,
+        Err(_) => return Err(DemoError::Panicked { what: "proxy" }),
     };
     pinged?;
     reporter.result(proxy::render_summary(&summary));
     Ok(())
-}
-
-/// The demo returns [`EchoError`]s; a failure of its proxy step becomes one, keeping
-/// the proxy's own message.
-fn proxy_failed(
-    addr: SocketAddr,
-    error: impl std::error::Error + Send + Sync + 'static,
-) -> EchoError {
-    EchoError::Io {
-        operation: "running the demo's proxy on",
-        addr,
-        cause: std::io::Error::other(error),
-    }
 }
 
 fn heading(reporter: &Reporter, title: &str) {

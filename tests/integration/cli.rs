@@ -142,15 +142,42 @@ fn demo_runs_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     for expected in [
-        "== 1. TCP echo",
+        // The forum comes first: yoda straight to the server...
+        "== 1. The forum",
+        "  yoda: Enter password: wise@!man",
+        "  server: yoda successful login",
+        "  yoda: Thread 3331 created",
+        "  server: yoda uploaded file notes.txt to 3331 thread",
+        "  yoda: Goodbye",
+        // ...then r2d2 through the lossy proxy, whose datagram lines show the losses.
+        "== 2. r2d2 through the proxy",
+        "  r2d2: New user, enter password: do*!@#dedo",
+        "  r2d2: 1 yoda: Networks is awesome",
+        "  r2d2: Message posted to 3331 thread",
+        "  r2d2: notes.txt successfully downloaded",
+        "  r2d2: Goodbye",
+        " B  lost",
+        "  2 r2d2: Beep boop, message received",
+        "  r2d2 do*!@#dedo",
+        "identical (1400 bytes)",
+        // The echo and proxy steps follow, renumbered.
+        "== 3. TCP echo",
         "\"HELLO 3\"",
         "5 requests sent, 5 replies received, 0% loss",
         "  server: ",
         "received 91 of 91 bytes in 10 frames for 10 messages",
         "in 10 datagrams for 10 messages",
         "round trips/s",
+        "== 9. The UDP pinger through the impairing proxy",
         "proxy statistics after",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    // Exactly once: however many copies crossed the proxy, the server executed r2d2's
+    // MSG once and the thread holds it once.
+    let count = |needle: &str| text.lines().filter(|line| line.contains(needle)).count();
+    assert_eq!(count("server: r2d2 issued MSG command"), 1, "{text}");
+    assert_eq!(count("r2d2: Beep boop"), 1, "{text}");
+    // Two proxy tables: the forum's and the pinger's.
+    assert_eq!(count("proxy statistics after"), 2, "{text}");
 }
