@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 
 use super::command::{self, Command, Login, Reply, Status, COMMAND_PROMPT};
 use super::reliable::{CallError, ReliableClient, RetryConfig};
-use super::store::check_name;
+use super::store::{check_name, shown};
 use super::transfer;
 use super::wire;
 use super::ForumError;
@@ -256,14 +256,14 @@ where
         match command {
             Command::Upload { file, .. } => {
                 if let Err(problem) = check_name(file) {
-                    return Some(format!("Invalid name {file}: {problem}"));
+                    return Some(format!("Invalid name {}: {problem}", shown(file)));
                 }
                 let path = self.options.dir.join(file);
                 (!path.is_file()).then(|| format!("File {file} does not exist"))
             }
             Command::Download { file, .. } => check_name(file)
                 .err()
-                .map(|problem| format!("Invalid name {file}: {problem}")),
+                .map(|problem| format!("Invalid name {}: {problem}", shown(file))),
             _ => None,
         }
     }
