@@ -7,5 +7,6 @@
 mod cli;
 mod echo;
 mod file;
+mod forum_robust;
 mod proxy;
 mod util;
