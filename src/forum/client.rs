@@ -21,11 +21,18 @@ use tokio::net::UdpSocket;
 
 use super::command::{self, Command, Login, Reply, Status, COMMAND_PROMPT};
 use super::reliable::{CallError, ReliableClient, RetryConfig};
-use super::store::check_name;
+use super::store::{check_name, shown};
 use super::transfer;
 use super::wire;
 use super::ForumError;
 use crate::net;
+
+/// What the client says to a username that is not UTF-8 text (the server's words for a
+/// username it refuses).
+const INVALID_USERNAME: &str = "Invalid username: use printable characters without spaces";
+
+/// What the client says to a new user's password that is not UTF-8 text.
+const INVALID_NEW_PASSWORD: &str = "Invalid password: use printable characters without spaces";
 
 /// How to run the client.
 #[derive(Clone, Debug)]
@@ -150,8 +157,13 @@ where
     async fn login(&mut self) -> Result<LoginEnd, ForumError> {
         loop {
             self.prompt("Enter username: ")?;
-            let Some(user) = self.read_line().await? else {
-                return Ok(LoginEnd::EndOfInput);
+            let user = match self.read_credential().await? {
+                None => return Ok(LoginEnd::EndOfInput),
+                Some(Some(user)) => user,
+                Some(None) => {
+                    self.print(INVALID_USERNAME)?;
+                    continue;
+                }
             };
             let reply = match self
                 .call(&Login::Hello { user: user.clone() }.to_string())
@@ -169,8 +181,18 @@ where
                 }
             };
             self.prompt(password_prompt)?;
-            let Some(password) = self.read_line().await? else {
-                return Ok(LoginEnd::EndOfInput);
+            let password = match self.read_credential().await? {
+                None => return Ok(LoginEnd::EndOfInput),
+                Some(Some(password)) => password,
+                // No stored password has such bytes: for a known user it is simply wrong.
+                Some(None) if reply.status == Status::Password => {
+                    self.print("Invalid password")?;
+                    continue;
+                }
+                Some(None) => {
+                    self.print(INVALID_NEW_PASSWORD)?;
+                    continue;
+                }
             };
             let request = if reply.status == Status::Password {
                 Login::Login { user, password }
@@ -256,14 +278,14 @@ where
         match command {
             Command::Upload { file, .. } => {
                 if let Err(problem) = check_name(file) {
-                    return Some(format!("Invalid name {file}: {problem}"));
+                    return Some(format!("Invalid name {}: {problem}", shown(file)));
                 }
                 let path = self.options.dir.join(file);
                 (!path.is_file()).then(|| format!("File {file} does not exist"))
             }
             Command::Download { file, .. } => check_name(file)
                 .err()
-                .map(|problem| format!("Invalid name {file}: {problem}")),
+                .map(|problem| format!("Invalid name {}: {problem}", shown(file))),
             _ => None,
         }
     }
@@ -327,6 +349,23 @@ where
 
     /// Reads one line without its line ending; `None` at the end of the input.
     async fn read_line(&mut self) -> Result<Option<String>, ForumError> {
+        // Bytes that are not UTF-8 become U+FFFD, which no name accepts: the server
+        // then refuses the name with a clear message instead of us guessing.
+        let bytes = self.read_bytes().await?;
+        Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Reads a username or password: `Some(None)` for a line that is not UTF-8.
+    /// Unlike a command, it is not repaired with U+FFFD, which usernames and passwords
+    /// may hold: two different invalid bytes would name the same account, or match the
+    /// same password.
+    async fn read_credential(&mut self) -> Result<Option<Option<String>>, ForumError> {
+        let bytes = self.read_bytes().await?;
+        Ok(bytes.map(|bytes| String::from_utf8(bytes).ok()))
+    }
+
+    /// Reads one line's bytes without its line ending; `None` at the end of the input.
+    async fn read_bytes(&mut self) -> Result<Option<Vec<u8>>, ForumError> {
         let mut bytes = Vec::new();
         let read = self
             .input
@@ -345,9 +384,7 @@ where
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
         }
-        // Bytes that are not UTF-8 become U+FFFD, which no name accepts: the server
-        // then refuses the name with a clear message instead of us guessing.
-        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        Ok(Some(bytes))
     }
 
     fn prompt(&mut self, text: &str) -> Result<(), ForumError> {

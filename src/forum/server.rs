@@ -47,7 +47,7 @@ use tokio::time::{self, Instant};
 
 use super::command::{self, Command, Login, Reply, Status};
 use super::reliable::{Admission, ReplyCache};
-use super::store::{PendingSync, Refusal, Store, StoreError};
+use super::store::{shown, PendingSync, Refusal, Store, StoreError};
 use super::transfer::{self, Grant, GrantKind, Grants};
 use super::wire::{self, Kind, Packet, Repr};
 use super::ForumError;
@@ -730,7 +730,7 @@ pub fn refusal_text(error: &StoreError, title: &str, file: &str) -> String {
         _ => return "The server could not complete the command (storage error)".into(),
     };
     match refusal {
-        Refusal::BadName { name, problem } => format!("Invalid name {name}: {problem}"),
+        Refusal::BadName { name, problem } => format!("Invalid name {}: {problem}", shown(name)),
         Refusal::ThreadExists => format!("Thread {title} exists"),
         Refusal::NameTaken => {
             format!(
@@ -807,6 +807,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forum::store::NameProblem;
     use crate::forum::wire::Repr;
 
     /// A server on 127.0.0.1:0 over a fresh directory, and a raw UDP socket to poke it.
@@ -945,5 +946,34 @@ mod tests {
             Some("... and 15 more malformed datagrams dropped")
         );
         assert!(limit.allow(later));
+    }
+
+    fn bad_name(name: &str, problem: NameProblem) -> StoreError {
+        StoreError::Refused(Refusal::BadName {
+            name: name.to_string(),
+            problem,
+        })
+    }
+
+    #[test]
+    fn refused_names_are_repeated_escaped_and_cut() {
+        // A name is whatever a client sent: an escape sequence must not reach the
+        // client's terminal or the server log raw, nor a 1 KB name fill the screen.
+        let escape = bad_name("a\u{1b}[2J", NameProblem::BadChar { ch: '\u{1b}' });
+        assert_eq!(
+            refusal_text(&escape, "", ""),
+            "Invalid name a\\u{1b}[2J: contains `\\u{1b}`: names may only hold letters, \
+             digits, `.`, `_` and `-`"
+        );
+        let long = bad_name(&"n".repeat(1024), NameProblem::TooLong { len: 1024 });
+        assert_eq!(
+            refusal_text(&long, "", ""),
+            format!(
+                "Invalid name {}...: is 1024 characters long: a name may have at most 64",
+                "n".repeat(40)
+            )
+        );
+        let plain = bad_name("../x", NameProblem::BadChar { ch: '/' });
+        assert!(refusal_text(&plain, "", "").starts_with("Invalid name ../x: contains `/`"));
     }
 }

@@ -76,7 +76,8 @@ use crate::net::describe;
 use journal::{Intent, JOURNAL_FILE};
 
 pub use names::{
-    check_name, check_text, check_user, NameProblem, CREDENTIALS_FILE, MAX_NAME_LEN, MAX_TEXT,
+    check_name, check_text, check_user, shown, NameProblem, CREDENTIALS_FILE, MAX_NAME_LEN,
+    MAX_TEXT,
 };
 
 /// The name of a file being uploaded: this, then [`TEMP_SUFFIX_DIGITS`] hex digits.

@@ -8,5 +8,6 @@ mod cli;
 mod echo;
 mod file;
 mod forum;
+mod forum_robust;
 mod proxy;
 mod util;

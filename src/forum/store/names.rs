@@ -149,8 +149,9 @@ pub fn check_text(text: &str) -> Result<(), Refusal> {
 }
 
 /// `name` made safe to print inside a sentence: control characters escaped, cut to
-/// [`SHOWN_NAME_CHARS`] characters with `...` after.
-pub(super) fn shown(name: &str) -> String {
+/// [`SHOWN_NAME_CHARS`] characters with `...` after. Every message that repeats a
+/// refused name uses it: a name is whatever a client sent, escape sequences included.
+pub fn shown(name: &str) -> String {
     let mut out: String = name
         .chars()
         .take(SHOWN_NAME_CHARS)
