@@ -1017,6 +1017,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn rounds_without_new_fragments_back_off_and_give_up() {
+        let config = RetryConfig {
+            retries: 3,
+            ..RetryConfig::default()
+        };
+        let (mut client, socket) = setup(config).await;
+        let (mut forum, _seen) = Forum::new();
+        let reply = vec![b'x'; 4 * MAX_BODY];
+        // Fragment 2 never arrives, and Resends are ignored.
+        serve(socket, move |nth, datagram| {
+            if nth > 0 {
+                return Vec::new();
+            }
+            let mut out = forum.answer(datagram, |_| reply.clone());
+            out.remove(2);
+            out
+        });
+
+        let start = Instant::now();
+        let error = client.call(b"RDT t").await.unwrap_err();
+        assert!(
+            matches!(error, CallError::NoResponse { tries: 3, .. }),
+            "{error:?}"
+        );
+        // The first round brought three fragments (RTO min, a sample of 0 ms): no
+        // backoff. Then three rounds with nothing new: 20 + 20 + 40 + 80 ms.
+        assert_eq!(start.elapsed(), ms(160));
+        assert_eq!(client.stats().resend_requests, 3);
+        assert_eq!(client.rto(), ms(160));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn long_missing_lists_take_several_resends() {
         let (mut client, socket) = setup(RetryConfig::default()).await;
         let (mut forum, seen) = Forum::new();
