@@ -136,17 +136,37 @@ pub async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, NetError> {
 /// # Errors
 /// [`NetError::Bind`] or [`NetError::Connect`].
 pub async fn connect_udp(peer: SocketAddr) -> Result<UdpSocket, NetError> {
-    let local: SocketAddr = if peer.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
+    let local = wildcard_of(peer);
     let socket = bind_udp(local).await?;
     socket
         .connect(peer)
         .await
         .map_err(|cause| NetError::Connect { addr: peer, cause })?;
     Ok(socket)
+}
+
+/// [`connect_udp`] for a plain (blocking) thread: the same socket, as a
+/// `std::net::UdpSocket` in blocking mode.
+///
+/// # Errors
+/// [`NetError::Bind`] or [`NetError::Connect`].
+pub fn connect_udp_blocking(peer: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+    let local = wildcard_of(peer);
+    let socket =
+        std::net::UdpSocket::bind(local).map_err(|cause| NetError::Bind { addr: local, cause })?;
+    socket
+        .connect(peer)
+        .map_err(|cause| NetError::Connect { addr: peer, cause })?;
+    Ok(socket)
+}
+
+/// The wildcard address (any interface, any port) of `peer`'s address family.
+fn wildcard_of(peer: SocketAddr) -> SocketAddr {
+    if peer.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    }
 }
 
 /// Connects to the first of `addrs` that accepts, within [`CONNECT_TIMEOUT`] each, and

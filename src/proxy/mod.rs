@@ -14,6 +14,9 @@
 //! - [`model`]: the impairment decisions. Pure and seeded: no sockets, no clock.
 //! - [`config`]: the settings, from command-line flags and a YAML file, validated.
 //! - [`udp`]: the UDP relay: per-client upstream sockets, the send schedule.
+//! - [`fast`]: the UDP fast path, used while no impairment and no `--log` could make
+//!   a difference and few clients are mapped: blocking threads, half the system calls
+//!   per datagram, no model. The [`udp`] relay takes over with more clients.
 //! - [`tcp`]: the TCP relay on the same port number, with `--tcp-delay`/`--tcp-rate`.
 //! - [`stats`]: the counters both relays update and the summary table.
 //! - [`log`]: `--log`, one JSON line per datagram.
@@ -27,6 +30,7 @@
 //! line protocol on a local TCP port, swapping the two [`model::DirectionModel`]s.
 
 pub mod config;
+pub mod fast;
 pub mod log;
 pub mod model;
 pub mod stats;
@@ -91,6 +95,15 @@ pub enum ProxyError {
     BadUpstream {
         /// What was given.
         text: String,
+    },
+    /// The UDP socket could not be prepared for the fast path (blocking mode, timeouts,
+    /// its thread).
+    #[error("cannot prepare the udp socket bound to {addr}: {}", describe(.cause))]
+    Prepare {
+        /// The address it is bound to.
+        addr: SocketAddr,
+        /// The OS error.
+        cause: io::Error,
     },
     /// A socket's own address could not be read.
     #[error("cannot read the address of the socket bound to {addr}: {}", describe(.cause))]
@@ -267,16 +280,46 @@ pub async fn run(
 
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
-    let log = options.log.map(DatagramLog::new);
-    let mut udp_relay = udp::UdpRelay::new(
-        sockets.udp,
-        upstream.udp,
-        udp::UdpSettings::from_config(&config, seed),
-        started,
-        Arc::clone(&counters),
-        log,
-        reporter.clone(),
-    );
+    let settings = udp::UdpSettings::from_config(&config, seed);
+    let mut udp_relay = if fast::applies(&settings, options.log.is_some()) {
+        reporter.detail("udp: no impairment and no --log, so datagrams take the fast path");
+        let listen = sockets
+            .udp
+            .into_std()
+            .map_err(|cause| ProxyError::Prepare {
+                addr: sockets.addr,
+                cause,
+            })?;
+        let relay = fast::FastRelay::start(
+            listen,
+            upstream.udp,
+            &settings,
+            Arc::clone(&counters),
+            reporter.clone(),
+        )
+        .map_err(|cause| ProxyError::Prepare {
+            addr: sockets.addr,
+            cause,
+        })?;
+        UdpPath {
+            fast: Some(relay),
+            event_loop: None,
+        }
+    } else {
+        let relay = udp::UdpRelay::new(
+            sockets.udp,
+            upstream.udp,
+            settings,
+            started,
+            Arc::clone(&counters),
+            options.log.map(DatagramLog::new),
+            reporter.clone(),
+        );
+        UdpPath {
+            fast: None,
+            event_loop: Some(relay),
+        }
+    };
     let tcp_relay = tcp::relay(
         sockets.tcp,
         upstream.tcp.clone(),
@@ -297,8 +340,45 @@ pub async fn run(
         () = shutdown => {}
     }
     reporter.info("shutting down");
-    udp_relay.finish();
+    udp_relay.finish().await;
     Ok(counters.snapshot(started.elapsed()))
+}
+
+/// The UDP relay a run uses: the model-driven event loop of [`udp`], or the [`fast`]
+/// path when it cannot change what happens to a datagram, until it hands over to the
+/// event loop.
+struct UdpPath {
+    fast: Option<fast::FastRelay>,
+    event_loop: Option<udp::UdpRelay>,
+}
+
+impl UdpPath {
+    /// Relays until the future is dropped; ends early only if the relay failed.
+    async fn serve(&mut self) {
+        if self.event_loop.is_none() {
+            let Some(fast) = self.fast.as_mut() else {
+                return;
+            };
+            match fast.serve().await {
+                Some(relay) => self.event_loop = Some(relay),
+                None => return,
+            }
+        }
+        if let Some(relay) = self.event_loop.as_mut() {
+            relay.serve().await;
+        }
+    }
+
+    /// Stops relaying: stops and waits for the fast path's threads (so the counters
+    /// are final) and flushes the log.
+    async fn finish(self) {
+        if let Some(fast) = self.fast {
+            fast.stop().await;
+        }
+        if let Some(mut relay) = self.event_loop {
+            relay.finish();
+        }
+    }
 }
 
 /// Prints the summary table every `interval`; never resolves without one.

@@ -399,6 +399,43 @@ impl Impairments {
     pub fn is_none(&self) -> bool {
         *self == Impairments::default()
     }
+
+    /// Whether these impairments can never change a datagram: nothing configured, or
+    /// only settings that do nothing (`--loss 0%`, `--delay 0ms`, `--reorder 0%`...).
+    /// Every datagram then passes untouched and at once, in arrival order, which is
+    /// what lets the proxy skip the model altogether (its [`fast`](super::fast) path).
+    pub fn is_transparent(&self) -> bool {
+        let never_lost = match self.loss {
+            None => true,
+            Some(LossModel::Bernoulli(p)) => p <= 0.0,
+            // It starts in the good state and loses there with 1-k; it reaches the bad
+            // state only with p > 0, and loses there with 1-h.
+            Some(LossModel::GilbertElliott {
+                p,
+                one_minus_h,
+                one_minus_k,
+                ..
+            }) => one_minus_k <= 0.0 && (p <= 0.0 || one_minus_h <= 0.0),
+            // Starting in state 1, it can only lose by moving to 3 or 4.
+            Some(LossModel::FourState { p13, p14, .. }) => p13 <= 0.0 && p14 <= 0.0,
+        };
+        let never_held = self
+            .reorder
+            .as_ref()
+            .is_none_or(|r| r.probability <= 0.0 || r.hold == 0);
+        let never_delayed = self
+            .delay
+            .as_ref()
+            .is_none_or(|d| d.delay.is_zero() && d.jitter.is_zero());
+        let never_queued = self.rate.is_none_or(|r| r.bits_per_second == 0);
+        self.rules.is_empty()
+            && never_lost
+            && self.duplicate <= 0.0
+            && self.corrupt <= 0.0
+            && never_held
+            && never_delayed
+            && never_queued
+    }
 }
 
 /// Serialisation rate and queue bound.
@@ -485,6 +522,22 @@ pub struct Verdict {
     pub queue_dropped: Vec<u64>,
 }
 
+/// What [`DirectionModel::expire`] let go: held datagrams whose hold timeout passed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Released {
+    /// The released datagrams (and copies) to send, in the order to send them.
+    pub emissions: Vec<Emission>,
+    /// Indices of released datagrams, or of their copies, that the rate queue dropped.
+    pub queue_dropped: Vec<u64>,
+}
+
+impl Released {
+    /// Whether nothing was released.
+    pub fn is_empty(&self) -> bool {
+        self.emissions.is_empty() && self.queue_dropped.is_empty()
+    }
+}
+
 /// Running totals of one direction's decisions, kept by the model so that drops the
 /// caller cannot see in a [`Verdict`] (queue drops of datagrams released by
 /// [`DirectionModel::expire`]) are counted too.
@@ -504,7 +557,8 @@ pub struct DecisionCounts {
     pub corrupted: u64,
     /// Datagrams held back.
     pub reordered: u64,
-    /// Datagrams given a delay above zero.
+    /// Datagrams given a delay above zero, counted when they leave with it (when the
+    /// rate queue accepts them), so a datagram the queue drops is not counted here.
     pub delayed: u64,
     /// Emissions produced (copies included).
     pub emitted: u64,
@@ -759,9 +813,6 @@ impl DirectionModel {
         let delay = self.impairments.delay.as_ref().map_or(Duration::ZERO, |d| {
             sample_delay(d, draws.delay_a, draws.delay_b)
         });
-        if !delay.is_zero() {
-            self.counts.delayed += 1;
-        }
         let passed = Passed {
             index,
             len: payload.len(),
@@ -812,13 +863,12 @@ impl DirectionModel {
 
     /// Releases held datagrams whose hold timeout has passed by `now`. Each leaves at
     /// its deadline plus its delay (not at `now`, so a late call changes nothing). A
-    /// released datagram the rate queue drops is not returned; it is counted in
-    /// [`DirectionModel::counts`].
-    pub fn expire(&mut self, now: Duration) -> Vec<Emission> {
-        let mut emissions = Vec::new();
-        let mut queue_dropped = Vec::new();
-        self.release_expired(now, &mut emissions, &mut queue_dropped);
-        emissions
+    /// released datagram the rate queue drops (or its copy) is named in
+    /// [`Released::queue_dropped`] and counted in [`DirectionModel::counts`].
+    pub fn expire(&mut self, now: Duration) -> Released {
+        let mut released = Released::default();
+        self.release_expired(now, &mut released.emissions, &mut released.queue_dropped);
+        released
     }
 
     /// When the next held datagram times out, if any (so the caller can sleep until
@@ -892,6 +942,11 @@ impl DirectionModel {
         let Some(departure) = self.link(at, datagram.len) else {
             return false;
         };
+        // Counted once it is sure to leave: a datagram the full queue drops was not
+        // delayed but dropped (a flood would otherwise read "delayed" for every arrival).
+        if !datagram.delay.is_zero() {
+            self.counts.delayed += 1;
+        }
         let emission = Emission {
             index: datagram.index,
             at: departure,
@@ -1403,7 +1458,7 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(210 * MS));
         assert!(m.expire(209 * MS).is_empty());
         // Called late: still released at its deadline, not at the call.
-        let released = m.expire(500 * MS);
+        let released = m.expire(500 * MS).emissions;
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].at, 210 * MS);
         assert!(released[0].reordered);
@@ -1567,6 +1622,146 @@ mod tests {
                 queue_dropped: vec![],
             }
         );
+    }
+
+    #[test]
+    fn settings_that_do_nothing_are_transparent_and_pass_everything_at_once() {
+        let transparent = [
+            Impairments::default(),
+            with_loss(LossModel::Bernoulli(0.0)),
+            with_loss(LossModel::four_state(0.0)),
+            // Never leaves the good state, where it loses nothing.
+            with_loss(LossModel::GilbertElliott {
+                p: 0.0,
+                r: 0.5,
+                one_minus_h: 1.0,
+                one_minus_k: 0.0,
+            }),
+            Impairments {
+                delay: Some(Delay::default()),
+                reorder: Some(Reorder::new(0.0)),
+                rate: Some(Rate::new(0)),
+                ..Impairments::default()
+            },
+        ];
+        for impairments in transparent {
+            assert!(impairments.is_transparent(), "{impairments:?}");
+            // What the claim means: the model never does anything to a datagram.
+            let mut m = model(impairments);
+            for (i, v) in run(&mut m, 1_000, b"payload", MS).iter().enumerate() {
+                let expected = Emission {
+                    index: i as u64 + 1,
+                    at: MS * i as u32,
+                    flip_bit: None,
+                    duplicate: false,
+                    reordered: false,
+                };
+                assert_eq!((v.dropped, &v.emissions[..]), (None, &[expected][..]));
+            }
+        }
+    }
+
+    #[test]
+    fn anything_that_can_act_is_not_transparent() {
+        let acting = [
+            with_loss(LossModel::Bernoulli(0.01)),
+            with_loss(LossModel::gilbert_elliott(0.01, 0.5)),
+            // Loses in the good state it starts in.
+            with_loss(LossModel::GilbertElliott {
+                p: 0.0,
+                r: 0.0,
+                one_minus_h: 0.0,
+                one_minus_k: 0.1,
+            }),
+            with_loss(LossModel::FourState {
+                p13: 0.0,
+                p31: 1.0,
+                p32: 0.0,
+                p23: 1.0,
+                p14: 0.01,
+            }),
+            Impairments {
+                rules: vec![Rule::DropNth(5)],
+                ..Impairments::default()
+            },
+            Impairments {
+                duplicate: 0.01,
+                ..Impairments::default()
+            },
+            Impairments {
+                corrupt: 0.01,
+                ..Impairments::default()
+            },
+            Impairments {
+                reorder: Some(Reorder::new(0.01)),
+                ..Impairments::default()
+            },
+            Impairments {
+                // No base delay, but a spread around it.
+                delay: Some(Delay {
+                    jitter: MS,
+                    ..Delay::default()
+                }),
+                ..Impairments::default()
+            },
+            Impairments {
+                rate: Some(Rate::new(1_000_000)),
+                ..Impairments::default()
+            },
+        ];
+        for impairments in acting {
+            assert!(!impairments.is_transparent(), "{impairments:?}");
+        }
+    }
+
+    #[test]
+    fn delayed_counts_only_datagrams_the_rate_queue_accepted() {
+        let mut m = model(Impairments {
+            delay: Some(Delay {
+                delay: 10 * MS,
+                ..Delay::default()
+            }),
+            rate: Some(Rate {
+                bits_per_second: 8_000_000,
+                queue: 100,
+            }),
+            ..Impairments::default()
+        });
+        run(&mut m, 1_000, &[0u8; 1000], Duration::ZERO);
+        let counts = m.counts();
+        // A flood: the queue takes 100, drops the rest, and those were not delayed.
+        assert_eq!((counts.delayed, counts.dropped_queue), (100, 900));
+    }
+
+    #[test]
+    fn expire_names_the_released_datagrams_the_queue_dropped() {
+        let mut m = model(Impairments {
+            reorder: Some(Reorder {
+                gap: Some(2),
+                hold: 5,
+                ..Reorder::new(1.0)
+            }),
+            // 1000 bytes take a second at 8 kbit/s; the queue holds one.
+            rate: Some(Rate {
+                bits_per_second: 8_000,
+                queue: 1,
+            }),
+            ..Impairments::default()
+        });
+        // The 1st passes and occupies the link for a second; the 2nd is held.
+        assert_eq!(m.decide(&[0u8; 1000], Duration::ZERO).emissions.len(), 1);
+        assert!(m.decide(&[0u8; 1000], Duration::ZERO).emissions.is_empty());
+        // Its hold timeout releases it into the full queue.
+        let released = m.expire(DEFAULT_HOLD_TIMEOUT);
+        assert_eq!(
+            released,
+            Released {
+                emissions: vec![],
+                queue_dropped: vec![2],
+            }
+        );
+        assert_eq!(m.counts().dropped_queue, 1);
+        assert!(m.expire(Duration::from_secs(5)).is_empty());
     }
 
     #[test]

@@ -165,8 +165,9 @@ pub struct DirectionSummary {
     pub corrupted: u64,
     /// Datagrams held back, to be sent after later ones.
     pub reordered: u64,
-    /// Datagrams given a delay above zero (`--delay`/`--jitter`; time spent in the
-    /// rate queue is not counted here).
+    /// Datagrams sent with a delay above zero (`--delay`/`--jitter`; time spent in the
+    /// rate queue is not counted here, and a delayed datagram the rate queue then
+    /// dropped counts as a queue drop only).
     pub delayed: u64,
     /// Sends the operating system refused (other than "port unreachable").
     pub send_errors: u64,

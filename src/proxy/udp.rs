@@ -40,6 +40,15 @@
 //! - **Errors of single datagrams never stop the relay**: an ICMP "port unreachable"
 //!   from the upstream (nothing listens there) arrives as `ECONNREFUSED` on the
 //!   connected upstream socket and is counted; a failed send is counted.
+//! - **When nothing can happen to a datagram** (no impairment in either direction, no
+//!   `--log`), all of the above is work for nothing, and a relay's cost is what a
+//!   student measuring latency through it sees. The proxy then starts on the
+//!   [`fast`](super::fast) path instead: blocking threads, two system calls per
+//!   datagram where this event loop makes four. It serves at most
+//!   [`FAST_PATH_CLIENTS`](super::fast::FAST_PATH_CLIENTS) clients at once; with more,
+//!   one loop that wakes once for many datagrams is cheaper than a thread per client,
+//!   so this relay takes over (`UdpRelay::take_over`) with the same client table and
+//!   serves for the rest of the run.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -54,6 +63,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::config::ProxyConfig;
+use super::fast::Handover;
 use super::log::{Action, DatagramLog, Record};
 use super::model::{Direction, DirectionModel, Emission, Impairments, Verdict};
 use super::stats::{add, Counters};
@@ -63,7 +73,7 @@ use crate::output::Reporter;
 /// A receive buffer one byte larger than the largest IPv4 UDP payload, so no datagram
 /// is ever truncated. (A zeroed `Vec` this size is lazily backed by the OS: a reader
 /// task that only ever sees 64-byte replies touches one page of it.)
-const RECEIVE_BUFFER: usize = net::MAX_UDP_PAYLOAD + 1;
+pub(super) const RECEIVE_BUFFER: usize = net::MAX_UDP_PAYLOAD + 1;
 
 /// Replies read from upstream sockets that may wait for the relay task. When it is
 /// full the reader tasks wait, the kernel's socket buffers fill and the kernel drops:
@@ -271,8 +281,7 @@ impl UdpRelay {
             c2s,
             s2c,
             mappings: HashMap::new(),
-            // Zero would expire every mapping before its reply could come back.
-            idle_timeout: settings.idle_timeout.max(MIN_SWEEP),
+            idle_timeout: effective_idle_timeout(settings.idle_timeout),
             max_mappings: settings.max_mappings.max(1),
             held_horizon,
             replies_tx,
@@ -287,12 +296,78 @@ impl UdpRelay {
         }
     }
 
+    /// The relay that takes over from the [`fast`](super::fast) path when a client too
+    /// many arrives: it adopts the fast path's listening socket and client table (the
+    /// same upstream sockets, so every client keeps its source port towards the
+    /// upstream, and their "last used" times), then relays the datagram that did not
+    /// fit. Counts nothing twice: the adopted clients were counted as created already.
+    ///
+    /// # Errors
+    /// The OS error when the listening socket cannot be registered with the runtime.
+    /// (A client's socket that cannot be is dropped, said with `-v`: that client gets
+    /// a new one with its next datagram.)
+    pub(super) async fn take_over(
+        handover: Handover,
+        upstream: SocketAddr,
+        settings: UdpSettings,
+        started: Instant,
+        counters: Arc<Counters>,
+        reporter: Reporter,
+    ) -> io::Result<UdpRelay> {
+        let Handover {
+            listen,
+            mappings,
+            first: (client, payload),
+        } = handover;
+        listen.set_nonblocking(true)?;
+        let listen = UdpSocket::from_std(listen)?;
+        let mut relay = UdpRelay::new(
+            listen, upstream, settings, started, counters, None, reporter,
+        );
+        for (mapped, socket, last_used) in mappings {
+            if let Err(cause) = relay.adopt(mapped, socket, Instant::from_std(last_used)) {
+                relay.reporter.detail(format!(
+                    "cannot take over the upstream socket of client {mapped}: {}",
+                    describe(&cause)
+                ));
+            }
+        }
+        relay.on_client_datagram(client, &payload).await;
+        Ok(relay)
+    }
+
+    /// Adds a client mapped elsewhere (by the fast path) to the table, with a reader
+    /// task for its upstream socket.
+    fn adopt(
+        &mut self,
+        client: SocketAddr,
+        socket: std::net::UdpSocket,
+        last_used: Instant,
+    ) -> io::Result<()> {
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let reader = tokio::spawn(read_replies(
+            Arc::clone(&socket),
+            client,
+            self.replies_tx.clone(),
+        ))
+        .abort_handle();
+        self.mappings.insert(
+            client,
+            Mapping {
+                socket,
+                reader,
+                last_used,
+            },
+        );
+        Ok(())
+    }
+
     /// Relays datagrams until the future is dropped (the proxy shuts down). Never
     /// fails: a problem with one datagram is counted, not returned.
     pub async fn serve(&mut self) {
         let mut buffer = vec![0u8; RECEIVE_BUFFER];
-        let sweep_period = (self.idle_timeout / 4).clamp(MIN_SWEEP, MAX_SWEEP);
-        let mut sweeps = tokio::time::interval(sweep_period);
+        let mut sweeps = tokio::time::interval(sweep_period(self.idle_timeout));
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
@@ -406,15 +481,7 @@ impl UdpRelay {
         let socket = match net::connect_udp(self.upstream).await {
             Ok(socket) => Arc::new(socket),
             Err(error) => {
-                // Out of file descriptors, typically: say so once, then count quietly
-                // (a line per datagram would flood the terminal).
-                let failures = &self.counters.udp.mapping_failures;
-                let line = format!("cannot relay for client {client}: {error}");
-                if failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                    self.reporter.info(line);
-                } else {
-                    self.reporter.detail(line);
-                }
+                count_mapping_failure(&self.counters, &self.reporter, client, &error);
                 return None;
             }
         };
@@ -563,10 +630,9 @@ impl UdpRelay {
     }
 
     /// Frees the held datagrams the model has let go of: those released in this batch
-    /// (`emissions`), those the rate queue dropped on release (`queue_dropped`), and
-    /// those whose hold timeout has passed by `now` (the model releases every one of
-    /// them by then; [`DirectionModel::expire`] does not name the ones the rate queue
-    /// dropped).
+    /// (`emissions`), those the rate queue dropped on release (`queue_dropped`), and,
+    /// as a safety net, those whose hold timeout has passed by `now` (the model
+    /// releases every one of them by then).
     fn forget_released(
         &mut self,
         direction: Direction,
@@ -706,10 +772,10 @@ impl UdpRelay {
             if lane.model.next_deadline().is_some_and(|at| at <= now) {
                 let released = lane.model.expire(now);
                 let mut records = Vec::new();
-                for emission in &released {
+                for emission in &released.emissions {
                     self.release(direction, emission, now, &mut records).await;
                 }
-                self.forget_released(direction, &released, &[], now);
+                self.forget_released(direction, &released.emissions, &released.queue_dropped, now);
                 self.mirror(direction);
                 for record in records {
                     self.write_log(Some(record));
@@ -831,11 +897,24 @@ async fn send(
         Route::Upstream(socket) => socket.send(payload).await,
         Route::Client(client) => listen.send_to(payload, *client).await,
     };
+    count_send(counters, reporter, direction, payload.len(), result);
+}
+
+/// Counts the outcome of sending one datagram of `len` bytes in `direction`: forwarded,
+/// an ICMP "unreachable" report, or a send error. (Shared with the
+/// [`fast`](super::fast) path, so both count alike.)
+pub(super) fn count_send(
+    counters: &Counters,
+    reporter: &Reporter,
+    direction: Direction,
+    len: usize,
+    result: io::Result<usize>,
+) {
     let lane = counters.direction(direction);
     match result {
         Ok(_) => {
             add(&lane.forwarded, 1);
-            add(&lane.forwarded_bytes, payload.len() as u64);
+            add(&lane.forwarded_bytes, len as u64);
         }
         // Linux reports an earlier ICMP "port unreachable" on the next send of a
         // connected socket too, and that datagram is not sent.
@@ -850,17 +929,46 @@ async fn send(
         Err(error) => {
             add(&lane.send_errors, 1);
             reporter.detail(format!(
-                "sending a {} datagram ({} bytes) failed: {}",
+                "sending a {} datagram ({len} bytes) failed: {}",
                 direction.short_name(),
-                payload.len(),
                 describe(&error)
             ));
         }
     }
 }
 
+/// Counts a client that could not be given an upstream socket (out of file descriptors,
+/// typically). The first failure is said; later ones only with `-v`, since a line per
+/// datagram would flood the terminal.
+pub(super) fn count_mapping_failure(
+    counters: &Counters,
+    reporter: &Reporter,
+    client: SocketAddr,
+    error: &dyn std::fmt::Display,
+) {
+    let failures = &counters.udp.mapping_failures;
+    let line = format!("cannot relay for client {client}: {error}");
+    if failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        reporter.info(line);
+    } else {
+        reporter.detail(line);
+    }
+}
+
+/// How often idle mappings are looked for: a quarter of the idle timeout, within
+/// [`MIN_SWEEP`] and [`MAX_SWEEP`].
+pub(super) fn sweep_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).clamp(MIN_SWEEP, MAX_SWEEP)
+}
+
+/// The idle timeout actually used: zero would expire every mapping before its reply
+/// could come back.
+pub(super) fn effective_idle_timeout(idle_timeout: Duration) -> Duration {
+    idle_timeout.max(MIN_SWEEP)
+}
+
 /// Whether a socket error is an ICMP "unreachable" report rather than a local fault.
-fn is_unreachable(error: &io::Error) -> bool {
+pub(super) fn is_unreachable(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused

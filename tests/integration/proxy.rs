@@ -223,6 +223,74 @@ fn fifty_concurrent_clients_each_get_only_their_own_replies() {
     }
 }
 
+/// The `-v` line saying the proxy relays UDP on its fast path.
+const FAST_PATH: &str = "take the fast path";
+
+#[test]
+fn without_impairments_fifty_clients_start_on_the_fast_path_and_get_their_own_replies() {
+    let echo = udp_echo();
+    let mut proxy = start_proxy(echo.addr.port(), &["-v"]);
+    assert!(
+        proxy.lines().iter().any(|l| l.contains(FAST_PATH)),
+        "{:?}",
+        proxy.lines()
+    );
+    let addr = proxy.addr;
+    // The first few clients are served by the fast path's threads, the rest after the
+    // event loop has taken over, while the first ones are still talking.
+    let clients: Vec<_> = (0..50)
+        .map(|id| {
+            thread::spawn(move || {
+                let socket = client_of(addr, WAIT);
+                let mut buffer = [0u8; 128];
+                for k in 0..20 {
+                    let message = format!("client {id} message {k}");
+                    socket.send(message.as_bytes()).unwrap();
+                    let n = socket.recv(&mut buffer).expect("a reply");
+                    assert_eq!(
+                        String::from_utf8_lossy(&buffer[..n]),
+                        message,
+                        "client {id} got someone else's reply"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client failed");
+    }
+    proxy
+        .wait_for_line(|l| l.contains("the event loop takes over"), WAIT)
+        .expect("the hand-over is said with -v");
+    assert!(proxy.interrupt(WAIT).success());
+    let mapped = proxy
+        .wait_for_line(|l| l.starts_with("udp clients:"), WAIT)
+        .expect("the summary");
+    assert!(mapped.starts_with("udp clients: 50 mapped, "), "{mapped}");
+    let forwarded = proxy
+        .wait_for_line(|l| l.contains("forwarded") && !l.contains("bytes"), WAIT)
+        .expect("the forwarded row");
+    assert_eq!(forwarded.matches(" 1000 ").count(), 2, "{forwarded}");
+}
+
+#[test]
+fn an_impairment_or_a_log_keeps_the_event_loop() {
+    let echo = udp_echo();
+    for extra in [&["--delay", "1ms"][..], &["--log", "-"][..]] {
+        let proxy = start_proxy(echo.addr.port(), &[&["-v"][..], extra].concat());
+        let lines = proxy.lines();
+        assert!(
+            !lines.iter().any(|l| l.contains(FAST_PATH)),
+            "{extra:?}: {lines:?}"
+        );
+        let socket = client_of(proxy.addr, WAIT);
+        socket.send(b"hello").unwrap();
+        let mut buffer = [0u8; 16];
+        let n = socket.recv(&mut buffer).expect("a reply");
+        assert_eq!(&buffer[..n], b"hello");
+    }
+}
+
 /// A deterministic pseudo-random byte stream (xorshift64), so a failing transfer can be
 /// compared byte for byte run after run.
 fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
