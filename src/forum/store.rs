@@ -84,7 +84,7 @@ pub use names::{
 /// Threads that flush files at once in [`PendingSync::run`]. The file system joins
 /// concurrent flushes into one journal commit, so a batch that touched twenty threads
 /// costs a few commits instead of twenty in a row.
-const FLUSH_THREADS: usize = 8;
+const FLUSH_THREADS: usize = 32;
 
 const UPLOAD_TEMP: &str = ".forum-upload-";
 
