@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -379,21 +378,10 @@ where
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| describe(&e))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer).await.map_err(|e| describe(&e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    file.rewind().await.map_err(|e| describe(&e))?;
+    let (size, sha256) = hash_open_file(&mut file).await.map_err(|e| describe(&e))?;
     let response = Response {
         size: Some(size),
-        sha256: Some(hex(&hasher.finalize())),
+        sha256: Some(sha256),
         ..Response::ok()
     };
     framing::write_header(writer, &response)
@@ -405,10 +393,6 @@ where
         .map_err(|e| e.to_string())?;
     writer.flush().await.map_err(|e| describe(&e))?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 use tokio::io::AsyncSeekExt;
@@ -566,15 +550,16 @@ where
 /// The size and SHA-256 of a local file.
 async fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer).await?;
-        if n == 0 {
-            return Ok((size, hex(&hasher.finalize())));
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
+    hash_open_file(&mut file).await
+}
+
+/// The size and SHA-256 of an open file, which is left at its start again. The hashing
+/// is `copy_body`'s, into a sink.
+async fn hash_open_file(file: &mut tokio::fs::File) -> io::Result<(u64, String)> {
+    let size = file.metadata().await?.len();
+    let digest = framing::copy_body(file, &mut tokio::io::sink(), size, IDLE_TIMEOUT, |_| {})
+        .await
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    file.rewind().await?;
+    Ok((size, digest))
 }
