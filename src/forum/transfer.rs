@@ -414,23 +414,11 @@ pub async fn upload(
         cause,
     };
     let (size, sha256) = hash_file(path).await.map_err(file_error)?;
-    let stream = net::connect_tcp(&[server]).await?;
     let frame = |cause| TransferError::Frame {
         peer: server,
         cause,
     };
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
-    let request = Request {
-        version: VERSION,
-        token: token.to_string(),
-        size: Some(size),
-        sha256: Some(sha256),
-    };
-    framing::write_header(&mut writer, &request)
-        .await
-        .map_err(frame)?;
-    expect_ok(&mut reader, server).await?;
+    let (mut reader, mut writer, _) = open(server, token, Some((size, sha256))).await?;
     let mut file = tokio::fs::File::open(path).await.map_err(file_error)?;
     let bar = output::progress_bar(size, progress && size >= PROGRESS_THRESHOLD, "upload");
     framing::copy_body(&mut file, &mut writer, size, IDLE_TIMEOUT, |n| bar.inc(n))
@@ -457,23 +445,11 @@ pub async fn download(
     name: &str,
     progress: bool,
 ) -> Result<u64, TransferError> {
-    let stream = net::connect_tcp(&[server]).await?;
     let frame = |cause| TransferError::Frame {
         peer: server,
         cause,
     };
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
-    let request = Request {
-        version: VERSION,
-        token: token.to_string(),
-        size: None,
-        sha256: None,
-    };
-    framing::write_header(&mut writer, &request)
-        .await
-        .map_err(frame)?;
-    let response = expect_ok(&mut reader, server).await?;
+    let (mut reader, _writer, response) = open(server, token, None).await?;
     let (Some(size), Some(sha256)) = (response.size, response.sha256) else {
         return Err(TransferError::Mismatch {
             detail: "the server did not announce the size and sha256".into(),
@@ -501,6 +477,41 @@ pub async fn download(
     expect_end(&mut reader, server).await?;
     part.install(&dest, true).await.map_err(file_error)?;
     Ok(size)
+}
+
+/// Connects to the server's transfer port, presents `token` (with the size and
+/// SHA-256 of an upload's body) and reads the server's first answer, which must allow
+/// the transfer. Returns both halves of the connection and that answer.
+async fn open(
+    server: SocketAddr,
+    token: &str,
+    upload: Option<(u64, String)>,
+) -> Result<
+    (
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+        Response,
+    ),
+    TransferError,
+> {
+    let stream = net::connect_tcp(&[server]).await?;
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let (size, sha256) = upload.unzip();
+    let request = Request {
+        version: VERSION,
+        token: token.to_string(),
+        size,
+        sha256,
+    };
+    framing::write_header(&mut writer, &request)
+        .await
+        .map_err(|cause| TransferError::Frame {
+            peer: server,
+            cause,
+        })?;
+    let response = expect_ok(&mut reader, server).await?;
+    Ok((reader, writer, response))
 }
 
 async fn expect_ok<R>(reader: &mut R, server: SocketAddr) -> Result<Response, TransferError>
