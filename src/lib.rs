@@ -16,8 +16,11 @@
 //!   retransmission, TCP transfers).
 //! - [`proxy`]: the seeded impairing proxy (loss, delay, reordering, a slow link) for UDP,
 //!   relaying TCP on the same port.
+//! - [`capture`]: lab 4: live capture and the capture analyzer (pcap files, TCP and UDP
+//!   analysis, views as tables or JSON).
 //! - [`demo`]: the built-in demo the README's first command runs.
 
+pub mod capture;
 pub mod demo;
 pub mod echo;
 pub mod file;
