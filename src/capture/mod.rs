@@ -9,5 +9,7 @@
 //! ```
 //!
 //! - [`packet`]: the plain values a dissected frame becomes.
+//! - [`views`]: what `socklab analyze` shows: one module per view.
 
 pub mod packet;
+pub mod views;
