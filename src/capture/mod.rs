@@ -98,3 +98,23 @@ pub enum CaptureError {
         source: std::io::Error,
     },
 }
+
+/// libpcap's message for `error`, without `prefix` (libpcap often starts with the file
+/// or device name, which our errors name already) and with a lower-case first letter,
+/// as socklab's one-line errors are written.
+pub(crate) fn pcap_text(error: &pcap::Error, prefix: &str) -> String {
+    let text = match error {
+        pcap::Error::PcapError(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let text = if prefix.is_empty() {
+        &text
+    } else {
+        text.strip_prefix(prefix).unwrap_or(&text)
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown libpcap error".to_string(),
+    }
+}

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use pcap::{Capture, Offline, Precision};
 
 use super::packet::{Frame, LinkType};
-use super::CaptureError;
+use super::{pcap_text, CaptureError};
 
 /// Microseconds in a second, to turn a (seconds, microseconds) time stamp into one number.
 const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -78,13 +78,13 @@ pub fn open(path: &Path, filter: Option<&str>) -> Result<CaptureFile, CaptureErr
     }
     // Micro: libpcap scales nanosecond files down, so every time stamp we get is in µs.
     let mut capture = Capture::from_file_with_precision(path, Precision::Micro)
-        .map_err(|e| open_error(pcap_message(&e, path)))?;
+        .map_err(|e| open_error(pcap_text(&e, &format!("{}: ", path.display()))))?;
     if let Some(filter) = filter {
         capture
             .filter(filter, true)
             .map_err(|e| CaptureError::Filter {
                 filter: filter.to_string(),
-                message: pcap_message(&e, path),
+                message: pcap_text(&e, &format!("{}: ", path.display())),
             })?;
     }
     let link = LinkType::from_number(capture.get_datalink().0 as u32);
@@ -146,7 +146,7 @@ impl CaptureFile {
             }
             Err(error) => {
                 self.finished = true;
-                let message = pcap_message(&error, &self.path);
+                let message = pcap_text(&error, &format!("{}: ", self.path.display()));
                 // libpcap says "truncated dump file; tried to read 60 captured bytes,
                 // only got 50" (pcap) or "truncated pcapng dump file; ..." (pcapng).
                 if message.contains("truncated") {
@@ -162,23 +162,6 @@ impl CaptureFile {
                 }
             }
         }
-    }
-}
-
-/// libpcap's message for `error`, without the "path: " it sometimes starts with (our
-/// error names the path already) and with a lower-case first letter, as socklab's
-/// one-line errors are written.
-fn pcap_message(error: &pcap::Error, path: &Path) -> String {
-    let text = match error {
-        pcap::Error::PcapError(message) => message.clone(),
-        other => other.to_string(),
-    };
-    let prefix = format!("{}: ", path.display());
-    let text = text.strip_prefix(&prefix).unwrap_or(&text);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => "unknown libpcap error".to_string(),
     }
 }
 
