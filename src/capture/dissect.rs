@@ -104,6 +104,11 @@ const AF_INET: u32 = 2;
 /// AF_INET6 differs between systems: Linux 10, NetBSD/OpenBSD 24, FreeBSD 28, macOS 30.
 const AF_INET6: [u32; 4] = [10, 24, 28, 30];
 
+/// An IPv4 header without options.
+const IPV4_MIN_HEADER_LEN: usize = 20;
+/// The fixed IPv6 header (extension headers follow it).
+const IPV6_HEADER_LEN: usize = 40;
+
 /// IP protocol numbers (IANA) the dissector reads further.
 const PROTOCOL_TCP: u8 = 6;
 /// UDP.
@@ -374,7 +379,11 @@ fn dissect_ip<'a>(
     let version = bytes.first().map(|byte| byte >> 4);
     match (announced, version) {
         (Some(announced), None) => {
-            let minimum = if announced == 4 { 20 } else { 40 };
+            let minimum = if announced == 4 {
+                IPV4_MIN_HEADER_LEN
+            } else {
+                IPV6_HEADER_LEN
+            };
             return Err(format!("IPv{announced} header cut: 0 of {minimum} bytes"));
         }
         (None, None) => return Err("IP header cut: the packet is empty".to_string()),
@@ -398,7 +407,7 @@ fn dissect_ip<'a>(
         }
         LaxHeaderSliceError::Content(IpHeaderError::Ipv4HeaderLengthSmallerThanHeader { ihl }) => {
             format!(
-                "IPv4 header: header length {} bytes is less than the 20-byte minimum",
+                "IPv4 header: header length {} bytes is less than the {IPV4_MIN_HEADER_LEN}-byte minimum",
                 u16::from(ihl) * 4
             )
         }
@@ -417,7 +426,8 @@ fn dissect_ip<'a>(
                 protocol: ipv4.payload_ip_number().0,
                 ttl: header.ttl(),
                 header_len: u16::try_from(header_len).unwrap_or(u16::MAX),
-                total_len: u32::from(header.total_len()),
+                // Replaced below by the length actually used.
+                total_len: 0,
                 ident: u32::from(header.identification()),
                 fragment: (fragment_offset > 0 || header.more_fragments()).then_some(
                     FragmentInfo {
@@ -451,7 +461,8 @@ fn dissect_ip<'a>(
                 protocol: ipv6.payload().ip_number.0,
                 ttl: header.hop_limit(),
                 header_len: u16::try_from(header_len).unwrap_or(u16::MAX),
-                total_len: u32::from(header.payload_length()) + 40,
+                // Replaced below by the length actually used.
+                total_len: 0,
                 ident: fragment.as_ref().map_or(0, |f| f.identification()),
                 fragment: fragment
                     .as_ref()
@@ -566,7 +577,7 @@ fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> 
     if header_len < TCP_MIN_HEADER_LEN {
         out.packet.transport = Transport::Tcp(segment);
         return Err(format!(
-            "TCP header: data offset {} ({header_len} bytes) is less than the 20-byte minimum",
+            "TCP header: data offset {} ({header_len} bytes) is less than the {TCP_MIN_HEADER_LEN}-byte minimum",
             header_len / 4
         ));
     }
