@@ -126,6 +126,9 @@ pub enum Command {
     /// rate), relaying TCP too.
     // Boxed: its many flags make it far larger than the other variants.
     Proxy(Box<ProxyArgs>),
+    /// Capture packets on an interface (lab 4): one tcpdump-like line per packet, or a
+    /// pcap file with -w. Needs root or CAP_NET_RAW.
+    Capture(CaptureArgs),
     /// Run a short guided demo on loopback: the forum (also through a lossy proxy), echo
     /// servers and clients, the load generator and the proxy.
     Demo(DemoArgs),
@@ -634,6 +637,48 @@ impl ProxyArgs {
     }
 }
 
+/// `socklab capture`
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The interface to capture on (lo, eth0, any).
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    pub interface: String,
+
+    /// A BPF filter in tcpdump's language, e.g. "udp port 12000".
+    #[arg(short = 'f', long, value_name = "BPF")]
+    pub filter: Option<String>,
+
+    /// Write the packets to this pcap file instead of printing a line for each.
+    #[arg(short = 'w', long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// Stop after COUNT packets.
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+
+    /// Stop after this long (10s, 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Bytes kept of each packet (the snap length).
+    #[arg(long, value_name = "N", default_value_t = socklab::capture::live::DEFAULT_SNAPLEN,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub snaplen: u32,
+}
+
+impl From<&CaptureArgs> for socklab::capture::live::LiveOptions {
+    fn from(args: &CaptureArgs) -> Self {
+        socklab::capture::live::LiveOptions {
+            interface: args.interface.clone(),
+            filter: args.filter.clone(),
+            write: args.write.clone(),
+            count: args.count,
+            duration: args.duration,
+            snaplen: args.snaplen,
+        }
+    }
+}
+
 /// `socklab demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -688,6 +733,44 @@ fn parse_message_size(text: &str) -> Result<usize, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn capture_arguments() {
+        let cli = Cli::try_parse_from([
+            "socklab",
+            "capture",
+            "-i",
+            "lo",
+            "-f",
+            "udp port 9",
+            "-w",
+            "x.pcap",
+            "-c",
+            "3",
+            "--duration",
+            "2s",
+            "--snaplen",
+            "96",
+        ])
+        .unwrap();
+        let Command::Capture(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let options = socklab::capture::live::LiveOptions::from(&args);
+        assert_eq!(options.interface, "lo");
+        assert_eq!(options.filter.as_deref(), Some("udp port 9"));
+        assert_eq!(options.write, Some(PathBuf::from("x.pcap")));
+        assert_eq!(options.count, Some(3));
+        assert_eq!(options.duration, Some(Duration::from_secs(2)));
+        assert_eq!(options.snaplen, 96);
+        let cli = Cli::try_parse_from(["socklab", "capture", "-i", "eth0"]).unwrap();
+        let Command::Capture(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.snaplen, 262_144);
+        assert!(Cli::try_parse_from(["socklab", "capture"]).is_err());
+        assert!(Cli::try_parse_from(["socklab", "capture", "-i", "lo", "--snaplen", "0"]).is_err());
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use cli::{Cli, Command, EchoCommand, FileCommand, ForumCommand, ProxyArgs};
+use cli::{CaptureArgs, Cli, Command, EchoCommand, FileCommand, ForumCommand, ProxyArgs};
 use socklab::echo::{self, ClientOptions, ServerOptions, Transport};
 use socklab::output::{self, Reporter, Verbosity};
 use socklab::proxy::{self, config::ProxyConfig};
@@ -139,6 +139,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::File(command) => run_file(command, verbosity).await,
         Command::Forum(command) => run_forum(command, verbosity).await,
         Command::Proxy(args) => run_proxy(*args, verbosity).await,
+        Command::Capture(args) => run_capture(&args, verbosity).await,
         Command::Demo(args) => {
             demo::run(&args.bench_duration, stdout_reporter(verbosity)).await?;
             Ok(Outcome::Success)
@@ -374,4 +375,66 @@ async fn run_proxy(args: ProxyArgs, verbosity: Verbosity) -> Result<Outcome> {
     let summary = proxy::run(config, sockets, options, ctrl_c()).await?;
     print_block(&proxy::render_summary(&summary));
     Ok(Outcome::Success)
+}
+
+/// `socklab capture`: libpcap blocks while it waits for packets, so the capture runs on
+/// a blocking thread; Ctrl-C here sets the flag it checks after every read timeout.
+async fn run_capture(args: &CaptureArgs, verbosity: Verbosity) -> Result<Outcome> {
+    use socklab::capture::live::{self, LiveOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let options = LiveOptions::from(args);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Diagnostics on stderr, so stdout holds only the packet lines.
+    let diag = Reporter::new(verbosity, |line| eprintln!("{line}"));
+    let worker = {
+        let stop = Arc::clone(&stop);
+        let diag = diag.clone();
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut capture = live::open(&options)?;
+            diag.info(capture.started_line());
+            capture.run(&options, &stop, write_line)
+        })
+    };
+    tokio::pin!(worker);
+    let joined = tokio::select! {
+        joined = &mut worker => joined,
+        () = ctrl_c() => {
+            stop.store(true, Ordering::Relaxed);
+            worker.await
+        }
+    };
+    let summary = joined.context("the capture thread failed")??;
+    if summary.reader_gone {
+        return Ok(Outcome::Success);
+    }
+    match (&options.write, summary.written) {
+        (Some(path), Some(written)) => diag.info(format!(
+            "{written} packet{} written to {}",
+            if written == 1 { "" } else { "s" },
+            path.display()
+        )),
+        _ => diag.info(format!(
+            "{} packet{} captured",
+            summary.captured,
+            if summary.captured == 1 { "" } else { "s" }
+        )),
+    }
+    if let Some(dropped) = summary.dropped.filter(|&dropped| dropped > 0) {
+        diag.info(format!("{dropped} packets dropped by the kernel"));
+    }
+    Ok(Outcome::Success)
+}
+
+/// Writes one line to stdout; false when the reader has gone away (`| head`), so the
+/// capture stops quietly.
+fn write_line(line: &str) -> bool {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        // A closed pipe, or a stdout that cannot be written any more: stop quietly.
+        Err(_) => false,
+    }
 }
