@@ -9,5 +9,10 @@
 //! ```
 //!
 //! - [`packet`]: the plain values a dissected frame becomes.
+//! - [`tcp`]: TCP sequence analysis of one connection (Wireshark's marks, RTTs).
+//! - [`flows`]: TCP connections and UDP conversations, Zeek's conn_state/history,
+//!   handshakes, teardowns and the capture totals.
 
+pub mod flows;
 pub mod packet;
+pub mod tcp;
