@@ -506,6 +506,9 @@ pub struct TcpConnection {
     pub handshake: Handshake,
     /// The teardown.
     pub teardown: Teardown,
+    /// The smallest window each side advertised, scaled (K&R: "the minimum amount of
+    /// buffer space advertised").
+    pub min_window: [Option<u32>; 2],
     states: [EndpointState; 2],
     tracker: TcpTracker,
 }
@@ -527,6 +530,7 @@ impl TcpConnection {
             retransmissions: 0,
             handshake: Handshake::default(),
             teardown: Teardown::default(),
+            min_window: [None; 2],
             states: [EndpointState::Inactive; 2],
             tracker: TcpTracker::new(),
         }
@@ -613,12 +617,14 @@ impl TcpConnection {
         checksum_bad: bool,
     ) -> SegmentInfo {
         self.stats.count(direction, frame, segment.payload_len);
-        let info = self
-            .tracker
-            .analyze(self.stream, direction, frame.number, frame.time_us, segment);
+        let info =
+            self.tracker
+                .analyze(self.stream, direction, frame.number, frame.time_us, segment);
         if info.marks.intersects(Marks::ANY_RETRANSMISSION) {
             self.retransmissions += 1;
         }
+        let min = &mut self.min_window[direction.index()];
+        *min = Some(min.map_or(info.scaled_window, |m| m.min(info.scaled_window)));
         self.update_handshake(direction, frame, segment);
         self.update_teardown(direction, frame, segment);
         if checksum_bad {
@@ -698,7 +704,12 @@ impl TcpConnection {
         }
     }
 
-    fn update_handshake(&mut self, direction: Direction, frame: &Frame<'_>, segment: &TcpSegment<'_>) {
+    fn update_handshake(
+        &mut self,
+        direction: Direction,
+        frame: &Frame<'_>,
+        segment: &TcpSegment<'_>,
+    ) {
         let flags = segment.flags & (tcp_flags::SYN | tcp_flags::ACK);
         let h = &mut self.handshake;
         match (direction, flags) {
@@ -730,7 +741,12 @@ impl TcpConnection {
         }
     }
 
-    fn update_teardown(&mut self, direction: Direction, frame: &Frame<'_>, segment: &TcpSegment<'_>) {
+    fn update_teardown(
+        &mut self,
+        direction: Direction,
+        frame: &Frame<'_>,
+        segment: &TcpSegment<'_>,
+    ) {
         let flags = segment.flags;
         let (me, peer) = (direction.index(), direction.reverse().index());
         let close = CloseSegment {
@@ -894,7 +910,10 @@ impl Totals {
 
     fn count(&mut self, link: LinkType, frame: &Frame<'_>, packet: &Packet<'_>) {
         self.all.add(frame);
-        self.first_us = Some(self.first_us.map_or(frame.time_us, |t| t.min(frame.time_us)));
+        self.first_us = Some(
+            self.first_us
+                .map_or(frame.time_us, |t| t.min(frame.time_us)),
+        );
         self.last_us = Some(self.last_us.map_or(frame.time_us, |t| t.max(frame.time_us)));
         if link == LinkType::Ethernet {
             self.ethernet.add(frame);
@@ -1001,7 +1020,12 @@ impl Analyzer {
         self.report
     }
 
-    fn observe_tcp(&mut self, frame: &Frame<'_>, ip: &IpInfo, segment: &TcpSegment<'_>) -> SegmentInfo {
+    fn observe_tcp(
+        &mut self,
+        frame: &Frame<'_>,
+        ip: &IpInfo,
+        segment: &TcpSegment<'_>,
+    ) -> SegmentInfo {
         let src = SocketAddr::new(ip.src, segment.src_port);
         let dst = SocketAddr::new(ip.dst, segment.dst_port);
         let key = FlowKey::new(src, dst);
@@ -1050,7 +1074,13 @@ impl Analyzer {
         info
     }
 
-    fn observe_udp(&mut self, frame: &Frame<'_>, src: SocketAddr, dst: SocketAddr, payload_len: u32) -> DatagramInfo {
+    fn observe_udp(
+        &mut self,
+        frame: &Frame<'_>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload_len: u32,
+    ) -> DatagramInfo {
         let key = FlowKey::new(src, dst);
         let next = self.report.udp.len();
         let index = *self.udp_index.entry(key).or_insert(next);
@@ -1071,5 +1101,635 @@ impl Analyzer {
             stream: conversation.stream,
             direction,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::packet::{TcpOptions, UdpDatagram};
+    use crate::capture::tcp::RttEstimate;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const CLIENT: u16 = 40_000;
+    const SERVER: u16 = 12_000;
+    const CLIENT_ISN: u32 = 1_000;
+    const SERVER_ISN: u32 = 5_000;
+    const S: u16 = tcp_flags::SYN;
+    const A: u16 = tcp_flags::ACK;
+    const F: u16 = tcp_flags::FIN;
+    const R: u16 = tcp_flags::RST;
+    const P: u16 = tcp_flags::PSH;
+
+    fn ip(src_last: u8, dst_last: u8, protocol: u8) -> IpInfo {
+        IpInfo {
+            version: 4,
+            src: IpAddr::V4(Ipv4Addr::new(127, 0, 0, src_last)),
+            dst: IpAddr::V4(Ipv4Addr::new(127, 0, 0, dst_last)),
+            protocol,
+            ttl: 64,
+            header_len: 20,
+            total_len: 40,
+            ident: 0,
+            fragment: None,
+        }
+    }
+
+    /// A hand-made capture: frames numbered from 1, times in ms from 0.
+    struct Capture {
+        analyzer: Analyzer,
+        number: u64,
+    }
+
+    /// One TCP segment to feed: who sends it and its header fields.
+    #[derive(Clone)]
+    struct Seg {
+        from_client: bool,
+        time_ms: f64,
+        flags: u16,
+        seq: u32,
+        ack: u32,
+        len: u32,
+        window: u16,
+        options: TcpOptions,
+        checksum: Checksum,
+        client_port: u16,
+    }
+
+    fn c(time_ms: f64, flags: u16, seq: u32, ack: u32, len: u32) -> Seg {
+        Seg {
+            from_client: true,
+            time_ms,
+            flags,
+            seq,
+            ack,
+            len,
+            window: 512,
+            options: TcpOptions::default(),
+            checksum: Checksum::NotVerified,
+            client_port: CLIENT,
+        }
+    }
+
+    fn s(time_ms: f64, flags: u16, seq: u32, ack: u32, len: u32) -> Seg {
+        Seg {
+            from_client: false,
+            ..c(time_ms, flags, seq, ack, len)
+        }
+    }
+
+    impl Seg {
+        fn window(mut self, window: u16) -> Seg {
+            self.window = window;
+            self
+        }
+        fn scale(mut self, shift: u8) -> Seg {
+            self.options.window_scale = Some(shift);
+            self
+        }
+        fn port(mut self, port: u16) -> Seg {
+            self.client_port = port;
+            self
+        }
+    }
+
+    impl Capture {
+        fn new() -> Capture {
+            Capture {
+                analyzer: Analyzer::new(LinkType::Ethernet),
+                number: 0,
+            }
+        }
+
+        fn frame(&mut self, time_ms: f64, wire_len: u32) -> Frame<'static> {
+            self.number += 1;
+            Frame {
+                number: self.number,
+                time_us: (time_ms * 1000.0).round() as i64,
+                data: &[],
+                wire_len,
+            }
+        }
+
+        fn tcp(&mut self, seg: Seg) -> SegmentInfo {
+            let (src, dst, sport, dport) = if seg.from_client {
+                (1, 2, seg.client_port, SERVER)
+            } else {
+                (2, 1, SERVER, seg.client_port)
+            };
+            let packet = Packet {
+                ip: Some(ip(src, dst, 6)),
+                transport: Transport::Tcp(TcpSegment {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq: seg.seq,
+                    ack: seg.ack,
+                    flags: seg.flags,
+                    header_len: 20,
+                    window: seg.window,
+                    options: seg.options.clone(),
+                    payload_len: seg.len,
+                    payload: &[],
+                    checksum: seg.checksum,
+                }),
+                malformed: None,
+            };
+            let frame = self.frame(seg.time_ms, 54 + seg.len);
+            match self.analyzer.observe(&frame, &packet) {
+                Observation::Tcp(info) => info,
+                other => panic!("expected a TCP observation, got {other:?}"),
+            }
+        }
+
+        fn udp(&mut self, time_ms: f64, from: (u8, u16), to: (u8, u16), len: u32) -> DatagramInfo {
+            let packet = Packet {
+                ip: Some(ip(from.0, to.0, 17)),
+                transport: Transport::Udp(UdpDatagram {
+                    src_port: from.1,
+                    dst_port: to.1,
+                    length_field: (8 + len) as u16,
+                    ip_len: 8 + len,
+                    payload: &[],
+                    checksum: Checksum::NotVerified,
+                }),
+                malformed: None,
+            };
+            let frame = self.frame(time_ms, 42 + len);
+            match self.analyzer.observe(&frame, &packet) {
+                Observation::Udp(info) => info,
+                other => panic!("expected a UDP observation, got {other:?}"),
+            }
+        }
+
+        /// SYN at 0 ms, SYN-ACK at 1 ms, ACK at 2 ms (frames 1-3).
+        fn handshake(&mut self) -> [SegmentInfo; 3] {
+            [
+                self.tcp(c(0.0, S, CLIENT_ISN, 0, 0)),
+                self.tcp(s(1.0, S | A, SERVER_ISN, CLIENT_ISN + 1, 0)),
+                self.tcp(c(2.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 0)),
+            ]
+        }
+
+        fn connection(&self, stream: usize) -> &TcpConnection {
+            &self.analyzer.report().tcp[stream]
+        }
+    }
+
+    fn marks_of(info: &SegmentInfo) -> Vec<&'static str> {
+        info.marks.names().collect()
+    }
+
+    #[test]
+    fn handshake_gives_relative_numbers_acks_frames_and_rtts() {
+        let mut cap = Capture::new();
+        let [syn, syn_ack, ack] = cap.handshake();
+        assert_eq!((syn.stream, syn.direction), (0, Direction::ClientToServer));
+        assert_eq!((syn.rel_seq, syn.rel_ack, syn.rel_next_seq), (0, None, 1));
+        assert_eq!(syn_ack.direction, Direction::ServerToClient);
+        assert_eq!((syn_ack.rel_seq, syn_ack.rel_ack), (0, Some(1)));
+        assert_eq!((ack.rel_seq, ack.rel_ack), (1, Some(1)));
+        // The SYN-ACK acknowledges the SYN (frame 1), the ACK the SYN-ACK (frame 2).
+        assert_eq!(
+            (syn_ack.acks_frame, syn_ack.ack_rtt_us),
+            (Some(1), Some(1000))
+        );
+        assert_eq!((ack.acks_frame, ack.ack_rtt_us), (Some(2), Some(1000)));
+        // No data was acknowledged: no K&R sample.
+        assert_eq!(ack.rtt, None);
+        assert!(syn.marks.is_empty() && syn_ack.marks.is_empty() && ack.marks.is_empty());
+
+        let conn = cap.connection(0);
+        let h = &conn.handshake;
+        assert_eq!(h.syn.map(|x| x.frame), Some(1));
+        assert_eq!(
+            h.syn_ack.map(|x| (x.frame, x.seq, x.ack)),
+            Some((2, SERVER_ISN, CLIENT_ISN + 1))
+        );
+        assert_eq!(h.ack.map(|x| x.frame), Some(3));
+        assert_eq!(
+            (h.syn_ack_acks_isn(), h.ack_acks_isn()),
+            (Some(true), Some(true))
+        );
+        assert_eq!(
+            (h.syn_to_syn_ack_us, h.syn_ack_to_ack_us, h.initial_rtt_us),
+            (Some(1000), Some(1000), Some(2000))
+        );
+        assert_eq!(conn.stats.client.port(), CLIENT);
+        assert_eq!(conn.conn_state(), ConnState::S1);
+        assert_eq!(conn.history.as_str(), "ShA");
+        assert_eq!(conn.teardown.kind(), TeardownKind::None);
+    }
+
+    #[test]
+    fn data_and_acks_feed_the_kurose_ross_estimator() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        let d1 = cap.tcp(c(10.0, A | P, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        assert_eq!((d1.rel_seq, d1.rel_next_seq, d1.len), (1, 101, 100));
+        let a1 = cap.tcp(s(20.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0));
+        assert_eq!((a1.acks_frame, a1.ack_rtt_us), (Some(4), Some(10_000)));
+        assert_eq!(
+            a1.rtt,
+            Some(RttEstimate {
+                sample_us: 10_000,
+                estimated_us: 10_000.0,
+                dev_us: 5_000.0
+            })
+        );
+        cap.tcp(c(30.0, A | P, CLIENT_ISN + 101, SERVER_ISN + 1, 100));
+        let a2 = cap.tcp(s(50.0, A, SERVER_ISN + 1, CLIENT_ISN + 201, 0));
+        let rtt = a2.rtt.expect("the second ACK gives a sample");
+        assert_eq!(rtt.sample_us, 20_000);
+        // Est = 7/8 * 10000 + 1/8 * 20000; Dev = 3/4 * 5000 + 1/4 * |20000 - 10000|.
+        assert_eq!(rtt.estimated_us, 11_250.0);
+        assert_eq!(rtt.dev_us, 6_250.0);
+        assert_eq!(rtt.timeout_us(), 36_250.0);
+        let conn = cap.connection(0);
+        assert_eq!(conn.stats.payload_bytes, [200, 0]);
+        // 200 bytes between the first (10 ms) and last (30 ms) data segment.
+        assert_eq!(conn.throughput()[0], Some(10_000.0));
+        assert_eq!(conn.throughput()[1], None);
+        assert_eq!(conn.history.as_str(), "ShADa");
+    }
+
+    #[test]
+    fn an_ack_covering_two_segments_acks_the_later_one() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        cap.tcp(c(11.0, A, CLIENT_ISN + 101, SERVER_ISN + 1, 100));
+        let ack = cap.tcp(s(20.0, A, SERVER_ISN + 1, CLIENT_ISN + 201, 0));
+        assert_eq!((ack.acks_frame, ack.ack_rtt_us), (Some(5), Some(9_000)));
+    }
+
+    #[test]
+    fn timeout_retransmission_is_marked_and_gives_no_rtt_sample() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(10.0, A | P, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        let again = cap.tcp(c(210.0, A | P, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        assert_eq!(marks_of(&again), ["retransmission"]);
+        let ack = cap.tcp(s(211.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0));
+        // Wireshark names the oldest copy; Karn's rule forbids a sample.
+        assert_eq!(ack.acks_frame, Some(4));
+        assert_eq!(ack.rtt, None);
+        let conn = cap.connection(0);
+        assert_eq!(conn.retransmissions, 1);
+        assert_eq!(conn.history.as_str(), "ShADTa");
+        let events = &cap.analyzer.report().totals.events;
+        assert_eq!(
+            (
+                events.retransmissions.count,
+                events.retransmissions.first_frame
+            ),
+            (1, Some(5))
+        );
+    }
+
+    #[test]
+    fn three_duplicate_acks_then_fast_retransmission() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        let seq = |n: u32| CLIENT_ISN + 1 + 100 * n;
+        cap.tcp(c(10.0, A, seq(0), SERVER_ISN + 1, 100)); // frame 4
+                                                          // Segment 1 (seq(1)) is lost: the capture never sees it.
+        let gap = cap.tcp(c(10.2, A, seq(2), SERVER_ISN + 1, 100)); // 5
+        assert_eq!(marks_of(&gap), ["previous segment not captured"]);
+        cap.tcp(c(10.4, A, seq(3), SERVER_ISN + 1, 100)); // 6
+        cap.tcp(c(10.6, A, seq(4), SERVER_ISN + 1, 100)); // 7
+        let first = cap.tcp(s(11.0, A, SERVER_ISN + 1, seq(1), 0)); // 8
+        assert!(first.marks.is_empty());
+        assert_eq!(first.acks_frame, Some(4));
+        let dups: Vec<SegmentInfo> = (0..3)
+            .map(|i| cap.tcp(s(11.2 + f64::from(i) * 0.2, A, SERVER_ISN + 1, seq(1), 0)))
+            .collect();
+        for (i, dup) in dups.iter().enumerate() {
+            assert_eq!(marks_of(dup), ["duplicate ack"]);
+            assert_eq!(dup.duplicate_ack, Some((i as u32 + 1, 8)));
+        }
+        let fast = cap.tcp(c(12.0, A, seq(1), SERVER_ISN + 1, 100)); // 12
+        assert_eq!(marks_of(&fast), ["fast retransmission"]);
+        let ack = cap.tcp(s(13.0, A, SERVER_ISN + 1, seq(5), 0));
+        assert_eq!(ack.acks_frame, Some(7));
+        let events = &cap.analyzer.report().totals.events;
+        assert_eq!(
+            (
+                events.duplicate_acks.count,
+                events.duplicate_acks.first_frame
+            ),
+            (3, Some(9))
+        );
+    }
+
+    #[test]
+    fn an_early_segment_arriving_late_is_out_of_order() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        let later = cap.tcp(c(10.0, A, CLIENT_ISN + 101, SERVER_ISN + 1, 100));
+        assert_eq!(marks_of(&later), ["previous segment not captured"]);
+        // 1 ms later, below the handshake RTT (2 ms): reordering, not a retransmission.
+        let earlier = cap.tcp(c(11.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        assert_eq!(marks_of(&earlier), ["out-of-order"]);
+        // The same segment much later is a retransmission.
+        let resent = cap.tcp(c(300.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        assert_eq!(marks_of(&resent), ["retransmission"]);
+    }
+
+    #[test]
+    fn acked_data_sent_again_is_a_spurious_retransmission() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        cap.tcp(s(11.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0));
+        let again = cap.tcp(c(300.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        assert_eq!(marks_of(&again), ["spurious retransmission"]);
+    }
+
+    #[test]
+    fn zero_window_probe_and_its_ack() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
+        let zero = cap.tcp(s(11.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0).window(0));
+        assert_eq!(marks_of(&zero), ["zero window"]);
+        let probe = cap.tcp(c(200.0, A, CLIENT_ISN + 101, SERVER_ISN + 1, 1));
+        assert_eq!(marks_of(&probe), ["zero window probe"]);
+        let probe_ack = cap.tcp(s(201.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0).window(0));
+        // Still a zero window, and the answer to the probe.
+        assert_eq!(
+            marks_of(&probe_ack),
+            ["zero window", "zero window probe ack"]
+        );
+        let update = cap.tcp(s(300.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0).window(1024));
+        assert_eq!(marks_of(&update), ["window update"]);
+        assert_eq!(cap.connection(0).history.as_str(), "ShADaw");
+    }
+
+    #[test]
+    fn keep_alive_and_its_ack() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        let probe = cap.tcp(c(7_200_000.0, A, CLIENT_ISN, SERVER_ISN + 1, 0));
+        assert_eq!(marks_of(&probe), ["keep-alive"]);
+        let answer = cap.tcp(s(7_200_001.0, A, SERVER_ISN + 1, CLIENT_ISN + 1, 0));
+        assert_eq!(marks_of(&answer), ["keep-alive ack"]);
+    }
+
+    #[test]
+    fn window_is_scaled_only_when_both_syns_carry_the_option() {
+        let mut cap = Capture::new();
+        let syn = cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0).window(65_535).scale(7));
+        assert_eq!(syn.scaled_window, 65_535, "SYNs are never scaled");
+        cap.tcp(
+            s(1.0, S | A, SERVER_ISN, CLIENT_ISN + 1, 0)
+                .window(65_483)
+                .scale(2),
+        );
+        let ack = cap.tcp(c(2.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 0).window(512));
+        assert_eq!((ack.window, ack.scaled_window), (512, 512 << 7));
+        let back = cap.tcp(s(3.0, A, SERVER_ISN + 1, CLIENT_ISN + 1, 0).window(100));
+        assert_eq!(back.scaled_window, 400);
+
+        let mut cap = Capture::new();
+        cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0).scale(7));
+        cap.tcp(s(1.0, S | A, SERVER_ISN, CLIENT_ISN + 1, 0));
+        let ack = cap.tcp(c(2.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 0).window(512));
+        assert_eq!(
+            ack.scaled_window, 512,
+            "the server did not agree to scaling"
+        );
+    }
+
+    #[test]
+    fn syn_answered_by_reset_is_rej() {
+        let mut cap = Capture::new();
+        cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0));
+        let rst = cap.tcp(s(0.1, R | A, 0, CLIENT_ISN + 1, 0));
+        assert_eq!(rst.acks_frame, Some(1));
+        let conn = cap.connection(0);
+        assert_eq!(conn.conn_state(), ConnState::Rej);
+        assert_eq!(conn.history.as_str(), "Sr");
+        assert_eq!(conn.teardown.kind(), TeardownKind::Reset);
+        assert_eq!(
+            conn.teardown.rst.map(|(x, d)| (x.frame, d)),
+            Some((2, Direction::ServerToClient))
+        );
+        assert_eq!(cap.analyzer.report().totals.events.resets.count, 1);
+    }
+
+    #[test]
+    fn four_way_close_is_sf() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(10.0, A | P, CLIENT_ISN + 1, SERVER_ISN + 1, 5)); // 4
+        cap.tcp(s(11.0, A | P, SERVER_ISN + 1, CLIENT_ISN + 6, 5)); // 5
+        cap.tcp(c(12.0, F | A, CLIENT_ISN + 6, SERVER_ISN + 6, 0)); // 6
+        cap.tcp(s(13.0, A, SERVER_ISN + 6, CLIENT_ISN + 7, 0)); // 7
+        let fin = cap.tcp(s(14.0, F | A, SERVER_ISN + 6, CLIENT_ISN + 7, 0)); // 8
+        assert_eq!((fin.rel_seq, fin.rel_next_seq), (6, 7));
+        let last = cap.tcp(c(15.0, A, CLIENT_ISN + 7, SERVER_ISN + 7, 0)); // 9
+        assert_eq!(last.acks_frame, Some(8));
+        let conn = cap.connection(0);
+        assert_eq!(conn.conn_state(), ConnState::SF);
+        // The server's first pure ACK (frame 7) comes after its data and the client FIN.
+        assert_eq!(conn.history.as_str(), "ShADdFaf");
+        assert_eq!(conn.teardown.kind(), TeardownKind::FourWay);
+        assert_eq!(conn.teardown.fin_acked_in, [Some(7), Some(9)]);
+        assert_eq!(conn.stats.packets, [5, 4]);
+        assert_eq!(conn.stats.bytes, [54 * 5 + 5, 54 * 4 + 5]);
+    }
+
+    #[test]
+    fn fin_answered_by_fin_ack_is_three_way() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(12.0, F | A, CLIENT_ISN + 1, SERVER_ISN + 1, 0)); // 4
+        cap.tcp(s(13.0, F | A, SERVER_ISN + 1, CLIENT_ISN + 2, 0)); // 5
+        cap.tcp(c(14.0, A, CLIENT_ISN + 2, SERVER_ISN + 2, 0)); // 6
+        let conn = cap.connection(0);
+        assert_eq!(conn.teardown.kind(), TeardownKind::ThreeWay);
+        assert_eq!(conn.conn_state(), ConnState::SF);
+    }
+
+    #[test]
+    fn half_closed_and_reset_states() {
+        // Client FIN only: S2, half-closed.
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(12.0, F | A, CLIENT_ISN + 1, SERVER_ISN + 1, 0));
+        let conn = cap.connection(0);
+        assert_eq!(
+            (conn.conn_state(), conn.teardown.kind()),
+            (ConnState::S2, TeardownKind::HalfClosed)
+        );
+
+        // Server FIN only: S3.
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(s(12.0, F | A, SERVER_ISN + 1, CLIENT_ISN + 1, 0));
+        assert_eq!(cap.connection(0).conn_state(), ConnState::S3);
+
+        // Client aborts: RSTO. Server aborts: RSTR.
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(12.0, R | A, CLIENT_ISN + 1, SERVER_ISN + 1, 0));
+        assert_eq!(cap.connection(0).conn_state(), ConnState::Rsto);
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(s(12.0, R, SERVER_ISN + 1, 0, 0));
+        assert_eq!(cap.connection(0).conn_state(), ConnState::Rstr);
+    }
+
+    #[test]
+    fn unanswered_and_midstream_states() {
+        // A lone SYN: S0.
+        let mut cap = Capture::new();
+        cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0));
+        cap.tcp(c(1000.0, S, CLIENT_ISN, 0, 0));
+        let conn = cap.connection(0);
+        assert_eq!(
+            (conn.conn_state(), conn.history.as_str()),
+            (ConnState::S0, "S")
+        );
+        assert_eq!(conn.handshake.syn_count, 2);
+
+        // SYN then RST from the client, no answer: RSTOS0.
+        let mut cap = Capture::new();
+        cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0));
+        cap.tcp(c(1.0, R, CLIENT_ISN + 1, 0, 0));
+        assert_eq!(cap.connection(0).conn_state(), ConnState::Rstos0);
+
+        // SYN then FIN, no answer: SH.
+        let mut cap = Capture::new();
+        cap.tcp(c(0.0, S, CLIENT_ISN, 0, 0));
+        cap.tcp(c(1.0, F, CLIENT_ISN + 1, 0, 0));
+        assert_eq!(cap.connection(0).conn_state(), ConnState::Sh);
+
+        // Mid-stream data without a SYN: OTH, relative seq starts at 1.
+        let mut cap = Capture::new();
+        let first = cap.tcp(c(0.0, A, 777, 888, 10));
+        assert_eq!((first.rel_seq, first.rel_ack), (1, Some(1)));
+        cap.tcp(s(1.0, A, 888, 787, 0));
+        let conn = cap.connection(0);
+        assert_eq!(
+            (conn.conn_state(), conn.history.as_str()),
+            (ConnState::Oth, "Da")
+        );
+        assert!(!conn.handshake.is_complete());
+    }
+
+    #[test]
+    fn capture_starting_at_the_syn_ack_flips_the_roles() {
+        let mut cap = Capture::new();
+        let syn_ack = cap.tcp(s(0.0, S | A, SERVER_ISN, CLIENT_ISN + 1, 0));
+        assert_eq!(syn_ack.direction, Direction::ServerToClient);
+        cap.tcp(c(1.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 0));
+        let conn = cap.connection(0);
+        assert_eq!(conn.stats.client.port(), CLIENT);
+        assert_eq!(conn.history.as_str(), "^hA");
+    }
+
+    #[test]
+    fn a_new_syn_on_used_ports_starts_a_new_stream() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.tcp(c(3.0, F | A, CLIENT_ISN + 1, SERVER_ISN + 1, 0));
+        cap.tcp(s(4.0, F | A, SERVER_ISN + 1, CLIENT_ISN + 2, 0));
+        cap.tcp(c(5.0, A, CLIENT_ISN + 2, SERVER_ISN + 2, 0));
+        // The same SYN again (a retransmission) stays in stream 0...
+        let resent = cap.tcp(c(6.0, S, CLIENT_ISN, 0, 0));
+        assert_eq!(resent.stream, 0);
+        // ...a SYN with a new ISN is a new connection.
+        let new = cap.tcp(c(7.0, S, 90_000, 0, 0));
+        assert_eq!((new.stream, new.rel_seq), (1, 0));
+        let other_port = cap.tcp(c(8.0, S, 91_000, 0, 0).port(40_001));
+        assert_eq!(other_port.stream, 2);
+        assert_eq!(cap.analyzer.report().tcp.len(), 3);
+    }
+
+    #[test]
+    fn bad_checksum_is_noted_as_c_and_counted() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        let mut seg = c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 10);
+        seg.checksum = Checksum::Bad {
+            found: 1,
+            expected: 2,
+        };
+        cap.tcp(seg);
+        assert_eq!(cap.connection(0).history.as_str(), "ShAC");
+        let events = &cap.analyzer.report().totals.events;
+        assert_eq!(
+            (events.bad_checksums.count, events.bad_checksums.first_frame),
+            (1, Some(4))
+        );
+    }
+
+    #[test]
+    fn counted_history_letters_repeat_at_powers_of_ten() {
+        let mut history = History::default();
+        for _ in 0..100 {
+            history.counted(Direction::ServerToClient, 'W');
+        }
+        assert_eq!(history.as_str(), "www");
+    }
+
+    #[test]
+    fn udp_conversations_are_numbered_and_directed() {
+        let mut cap = Capture::new();
+        let q = cap.udp(0.0, (1, 5000), (2, 53), 20);
+        let r = cap.udp(1.0, (2, 53), (1, 5000), 40);
+        let other = cap.udp(2.0, (1, 5001), (2, 53), 20);
+        assert_eq!((q.stream, q.direction), (0, Direction::ClientToServer));
+        assert_eq!((r.stream, r.direction), (0, Direction::ServerToClient));
+        assert_eq!(other.stream, 1);
+        let report = cap.analyzer.finish();
+        assert_eq!(report.udp[0].conn_state(), ConnState::SF);
+        assert_eq!(report.udp[0].history.as_str(), "Dd");
+        assert_eq!(report.udp[1].conn_state(), ConnState::S0);
+        assert_eq!(report.udp[0].stats.payload_bytes, [20, 40]);
+        assert_eq!(report.udp[0].stats.bytes, [62, 82]);
+    }
+
+    #[test]
+    fn totals_count_protocols_and_time() {
+        let mut cap = Capture::new();
+        cap.handshake();
+        cap.udp(5.0, (1, 5000), (2, 53), 20);
+        let frame = cap.frame(6.0, 60);
+        let arp = Packet::default();
+        assert_eq!(cap.analyzer.observe(&frame, &arp), Observation::Other);
+        let frame = cap.frame(7.0, 98);
+        let ping = Packet {
+            ip: Some(ip(1, 2, 1)),
+            transport: Transport::Other(1),
+            malformed: None,
+        };
+        cap.analyzer.observe(&frame, &ping);
+        let frame = cap.frame(8.0, 30);
+        let broken = Packet {
+            malformed: Some("IPv4 header cut: 10 of 20 bytes".into()),
+            ..Packet::default()
+        };
+        cap.analyzer.observe(&frame, &broken);
+        let t = cap.analyzer.finish().totals;
+        assert_eq!(
+            t.all,
+            Counter {
+                packets: 7,
+                bytes: 54 * 3 + 62 + 60 + 98 + 30
+            }
+        );
+        assert_eq!(t.ethernet.packets, 7);
+        assert_eq!(
+            (t.ipv4.packets, t.tcp.packets, t.udp.packets, t.icmp.packets),
+            (5, 3, 1, 1)
+        );
+        assert_eq!(t.other.packets, 2);
+        assert_eq!(
+            (t.malformed.packets, t.events.malformed.first_frame),
+            (1, Some(7))
+        );
+        assert_eq!(t.duration_us(), 8_000);
     }
 }

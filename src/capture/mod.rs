@@ -12,7 +12,11 @@
 //! - [`tcp`]: TCP sequence analysis of one connection (Wireshark's marks, RTTs).
 //! - [`flows`]: TCP connections and UDP conversations, Zeek's conn_state/history,
 //!   handshakes, teardowns and the capture totals.
+//! - [`render`]: the summary, flows, handshakes and tcp views as tables or JSON Lines.
+//! - [`analyze`]: `socklab analyze`: streams a file through the analyzer into a view.
 
+pub mod analyze;
 pub mod flows;
 pub mod packet;
+pub mod render;
 pub mod tcp;

@@ -108,7 +108,10 @@ impl Marks {
         (Marks::SPURIOUS_RETRANSMISSION, "spurious retransmission"),
         (Marks::OUT_OF_ORDER, "out-of-order"),
         (Marks::DUPLICATE_ACK, "duplicate ack"),
-        (Marks::PREVIOUS_SEGMENT_NOT_CAPTURED, "previous segment not captured"),
+        (
+            Marks::PREVIOUS_SEGMENT_NOT_CAPTURED,
+            "previous segment not captured",
+        ),
         (Marks::ACKED_UNSEEN_SEGMENT, "ACKed unseen segment"),
         (Marks::ZERO_WINDOW, "zero window"),
         (Marks::ZERO_WINDOW_PROBE, "zero window probe"),
@@ -554,20 +557,15 @@ impl TcpTracker {
                 out.marks.insert(Marks::ZERO_WINDOW);
             }
             // LOST PACKET: this segment starts beyond the highest seq seen.
-            if fwd.next_seq != 0
-                && seq_gt(seq, fwd.next_seq)
-                && flags & tcp_flags::RST == 0
-            {
+            if fwd.next_seq != 0 && seq_gt(seq, fwd.next_seq) && flags & tcp_flags::RST == 0 {
                 out.marks.insert(Marks::PREVIOUS_SEGMENT_NOT_CAPTURED);
             }
             // KEEP ALIVE: 0 or 1 byte starting one before the next expected seq.
             if seglen <= 1 && seq == fwd.next_seq.wrapping_sub(1) && !syn_fin_rst {
                 out.marks.insert(Marks::KEEP_ALIVE);
             }
-            let repeats_last = seglen == 0
-                && seq == fwd.next_seq
-                && ack == fwd.last_ack
-                && !syn_fin_rst;
+            let repeats_last =
+                seglen == 0 && seq == fwd.next_seq && ack == fwd.last_ack && !syn_fin_rst;
             // WINDOW UPDATE: a pure ACK changing only the window.
             if repeats_last && window != 0 && window != fwd.window {
                 out.marks.insert(Marks::WINDOW_UPDATE);
