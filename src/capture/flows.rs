@@ -1408,7 +1408,7 @@ mod tests {
             assert_eq!(dup.duplicate_ack, Some((i as u32 + 1, 8)));
         }
         let fast = cap.tcp(c(12.0, A, seq(1), SERVER_ISN + 1, 100)); // 12
-        assert_eq!(marks_of(&fast), ["fast retransmission"]);
+        assert_eq!(marks_of(&fast), ["retransmission", "fast retransmission"]);
         let ack = cap.tcp(s(13.0, A, SERVER_ISN + 1, seq(5), 0));
         assert_eq!(ack.acks_frame, Some(7));
         let events = &cap.analyzer.report().totals.events;
@@ -1442,7 +1442,7 @@ mod tests {
         cap.tcp(c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
         cap.tcp(s(11.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0));
         let again = cap.tcp(c(300.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
-        assert_eq!(marks_of(&again), ["spurious retransmission"]);
+        assert_eq!(marks_of(&again), ["retransmission", "spurious retransmission"]);
     }
 
     #[test]

@@ -636,12 +636,15 @@ impl TcpTracker {
             let since_dup_acks = time_us - rev.last_ack_time_us;
             let ooo_threshold = initial_rtt_us.unwrap_or(DEFAULT_OUT_OF_ORDER_THRESHOLD_US);
             let since_highest = time_us - fwd.next_seq_time_us;
+            // Wireshark also flags fast and spurious retransmissions as plain
+            // retransmissions (the filter `tcp.analysis.retransmission` finds all three).
             if not_advanced
                 && rev.dup_ack_count >= 2
                 && rev.last_ack == seq
                 && since_dup_acks < FAST_RETRANSMISSION_WINDOW_US
             {
-                out.marks.insert(Marks::FAST_RETRANSMISSION);
+                out.marks
+                    .insert(Marks::FAST_RETRANSMISSION | Marks::RETRANSMISSION);
             } else if not_advanced
                 && since_highest < ooo_threshold
                 && fwd.next_seq != seq.wrapping_add(seglen)
@@ -651,7 +654,8 @@ impl TcpTracker {
                 && rev.last_ack != 0
                 && seq_le(seq.wrapping_add(seglen), rev.last_ack)
             {
-                out.marks.insert(Marks::SPURIOUS_RETRANSMISSION);
+                out.marks
+                    .insert(Marks::SPURIOUS_RETRANSMISSION | Marks::RETRANSMISSION);
             } else if not_advanced {
                 out.marks.insert(Marks::RETRANSMISSION);
             }
