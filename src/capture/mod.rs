@@ -14,9 +14,11 @@
 //!   handshakes, teardowns and the capture totals.
 //! - [`render`]: the summary, flows, handshakes and tcp views as tables or JSON Lines.
 //! - [`analyze`]: `socklab analyze`: streams a file through the analyzer into a view.
+//! - [`views`]: what `socklab analyze` shows: one module per view.
 
 pub mod analyze;
 pub mod flows;
 pub mod packet;
 pub mod render;
 pub mod tcp;
+pub mod views;
