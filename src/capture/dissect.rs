@@ -1,0 +1,830 @@
+//! Lab 4: the dissector, which turns one captured frame's bytes into a [`Packet`]:
+//! link layer, then IPv4 or IPv6, then TCP or UDP.
+//!
+//! It never fails and never panics: whatever bytes come in (a frame cut by the snap
+//! length, a corrupted file, random garbage), the layers that could be read are filled
+//! in and the first problem becomes `malformed: Some(reason)`, naming the layer
+//! ("TCP header cut: 12 of 20 bytes"). Every read goes through a length check first.
+//!
+//! # Link layers
+//!
+//! libpcap's link type (in the file header) says what the frame starts with:
+//!
+//! ```text
+//! Ethernet (1)     | dst MAC (6) | src MAC (6) | [VLAN tag (4)]x0..2 | EtherType (2) | IP...
+//!                    a VLAN tag is | TPID 0x8100/0x88a8 (2) | TCI (2) |, inside the type
+//! Linux SLL (113)  | packet type (2) | ARPHRD (2) | addr len (2) | addr (8) | protocol (2) | IP...
+//! Linux SLL2 (276) | protocol (2) | reserved (2) | ifindex (4) | ARPHRD (2) | pkt type (1)
+//!                  | addr len (1) | addr (8) | IP...
+//! NULL (0)         | address family (4, the capturing host's byte order) | IP...
+//! LOOP (108)       | address family (4, network byte order) | IP...
+//! Raw (101), IPv4 (228), IPv6 (229)  | IP... (Raw: the version nibble says which)
+//! ```
+//!
+//! A frame that is not IP (ARP, LLDP, an unknown EtherType or family) has
+//! `Transport::None` and is not malformed: it is simply not ours to read. A link type
+//! we do not read gives "unsupported link type N" on every frame.
+//!
+//! # IP
+//!
+//! IPv4 (with options) and IPv6 (with extension headers) are read with `etherparse`.
+//! Lengths come from the IP header, not from how many bytes were captured: a segment
+//! cut by the snap length still has its real `payload_len`, only fewer `payload` bytes.
+//! A fragment other than the first is `Transport::Fragment` (its transport header is in
+//! the first fragment); the first fragment's TCP or UDP header is read when complete.
+//!
+//! # TCP and UDP checksums, and why loopback captures "fail" them
+//!
+//! The checksum covers a pseudo-header (addresses, protocol, length) and the whole
+//! segment. It is verified only when the whole segment was captured and is not a
+//! fragment; otherwise the verdict is `NotVerified`.
+//!
+//! ```text
+//! IPv4 pseudo-header: | source (4) | destination (4) | 0 (1) | protocol (1) | length (2) |
+//! IPv6 pseudo-header: | source (16) | destination (16) | length (4) | 0 (3) | next hdr (1) |
+//! ```
+//!
+//! On the sending host, the kernel usually leaves the checksum to the network card
+//! ("checksum offload"): the packet is captured before the card fills it in, and the
+//! field holds only the pseudo-header's partial sum. On loopback no card ever fills it
+//! in, so nearly every segment captured on `lo` looks wrong. The rule used here:
+//!
+//! - the checksum adds up: `Good`;
+//! - UDP over IPv4 with a checksum field of 0: `Zero` (the sender did not compute one,
+//!   which IPv4 allows);
+//! - it does not add up, and the capture is loopback-like (link NULL or LOOP, Linux SLL
+//!   or SLL2 with ARPHRD_LOOPBACK, or Ethernet with both MAC addresses zero, which is
+//!   how Linux's `lo` looks), or the field holds the pseudo-header's partial sum
+//!   (folded, complemented or not: offload on a real interface): `NotVerified`;
+//! - otherwise: `Bad`, with the value found and the value expected.
+
+use std::net::IpAddr;
+
+use etherparse::err::ip::{HeaderError as IpHeaderError, LaxHeaderSliceError};
+use etherparse::err::ipv6_exts::HeaderSliceError as Ipv6ExtError;
+use etherparse::{Ipv6ExtensionSlice, LaxIpSlice};
+
+use super::packet::{
+    Checksum, FragmentInfo, Frame, IpInfo, LinkType, Packet, TcpOptions, TcpSegment, Transport,
+    UdpDatagram,
+};
+
+/// EtherType values (IEEE 802) the dissector acts on.
+mod ethertype {
+    /// IPv4.
+    pub const IPV4: u16 = 0x0800;
+    /// IPv6.
+    pub const IPV6: u16 = 0x86DD;
+    /// An 802.1Q VLAN tag follows.
+    pub const VLAN: u16 = 0x8100;
+    /// An 802.1ad ("QinQ") service tag follows.
+    pub const QINQ: u16 = 0x88A8;
+    /// The pre-standard QinQ tag some switches still send.
+    pub const QINQ_LEGACY: u16 = 0x9100;
+}
+
+/// Ethernet: two MAC addresses and the EtherType.
+const ETHERNET_HEADER_LEN: usize = 14;
+/// Bytes of the two MAC addresses at the start of an Ethernet header.
+const ETHERNET_ADDRESSES_LEN: usize = 12;
+/// An 802.1Q/802.1ad tag: the tag control information and the next EtherType.
+const VLAN_TAG_LEN: usize = 4;
+/// Stacked VLAN tags we unwrap (802.1ad's outer and inner tag).
+const MAX_VLAN_TAGS: usize = 2;
+/// Linux "cooked" capture, version 1.
+const SLL_HEADER_LEN: usize = 16;
+/// Linux "cooked" capture, version 2.
+const SLL2_HEADER_LEN: usize = 20;
+/// The ARPHRD_ type of Linux's loopback device.
+const ARPHRD_LOOPBACK: u16 = 772;
+/// NULL and LOOP: a 4-byte address family.
+const FAMILY_HEADER_LEN: usize = 4;
+/// AF_INET on every system.
+const AF_INET: u32 = 2;
+/// AF_INET6 differs between systems: Linux 10, NetBSD/OpenBSD 24, FreeBSD 28, macOS 30.
+const AF_INET6: [u32; 4] = [10, 24, 28, 30];
+
+/// IP protocol numbers (IANA) the dissector reads further.
+const PROTOCOL_TCP: u8 = 6;
+/// UDP.
+const PROTOCOL_UDP: u8 = 17;
+
+/// A TCP header without options.
+const TCP_MIN_HEADER_LEN: usize = 20;
+/// Where the TCP checksum sits in the header.
+const TCP_CHECKSUM_OFFSET: usize = 16;
+/// A UDP header.
+const UDP_HEADER_LEN: usize = 8;
+/// Where the UDP checksum sits in the header.
+const UDP_CHECKSUM_OFFSET: usize = 6;
+/// The TCP flag bits kept from bytes 12-13 (the low 12 bits: NS..FIN and the reserved).
+const TCP_FLAGS_MASK: u16 = 0x0FFF;
+
+/// TCP option kinds (IANA).
+mod option_kind {
+    /// End of option list.
+    pub const END: u8 = 0;
+    /// No operation (padding).
+    pub const NOP: u8 = 1;
+    /// Maximum segment size (RFC 9293).
+    pub const MSS: u8 = 2;
+    /// Window scale (RFC 7323).
+    pub const WINDOW_SCALE: u8 = 3;
+    /// SACK permitted (RFC 2018).
+    pub const SACK_PERMITTED: u8 = 4;
+    /// SACK blocks (RFC 2018).
+    pub const SACK: u8 = 5;
+    /// Timestamps (RFC 7323).
+    pub const TIMESTAMPS: u8 = 8;
+}
+
+/// One TCP option as it appears in the header, in order (the views print them as
+/// tcpdump does: `mss 65495,sackOK,TS val 1 ecr 0,nop,wscale 7`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpOption {
+    /// End of the option list (kind 0); the rest of the header is padding.
+    End,
+    /// No operation (kind 1), used to align the next option.
+    Nop,
+    /// Maximum segment size.
+    Mss(u16),
+    /// Window scale shift count.
+    WindowScale(u8),
+    /// SACK permitted.
+    SackPermitted,
+    /// SACK blocks: (left edge, right edge) raw sequence numbers.
+    Sack(Vec<(u32, u32)>),
+    /// Timestamps: TSval and TSecr.
+    Timestamps(u32, u32),
+    /// Any other option, by kind and length.
+    Other {
+        /// The option kind.
+        kind: u8,
+        /// The length byte (kind and length included).
+        len: u8,
+    },
+}
+
+/// Dissects one frame captured on a `link` link layer. Never panics; see the module
+/// documentation for what is read and how problems are reported.
+pub fn dissect<'a>(link: LinkType, frame: &Frame<'a>) -> Packet<'a> {
+    dissect_with_options(link, frame).0
+}
+
+/// [`dissect`], also returning the TCP options in the order they appear in the header
+/// (empty for anything but TCP), for views that print them as tcpdump does.
+pub fn dissect_with_options<'a>(link: LinkType, frame: &Frame<'a>) -> (Packet<'a>, Vec<TcpOption>) {
+    let mut out = Dissection {
+        packet: Packet::default(),
+        options: Vec::new(),
+        cut_by_snaplen: usize::try_from(frame.wire_len).unwrap_or(usize::MAX) > frame.data.len(),
+    };
+    if let Err(reason) = dissect_link(link, frame.data, &mut out) {
+        out.note(reason);
+    }
+    (out.packet, out.options)
+}
+
+/// The packet being filled in, layer by layer.
+struct Dissection<'a> {
+    packet: Packet<'a>,
+    options: Vec<TcpOption>,
+    /// The frame was longer on the wire than what was captured (snap length).
+    cut_by_snaplen: bool,
+}
+
+impl Dissection<'_> {
+    /// Records a problem; the first one is the one reported.
+    fn note(&mut self, reason: String) {
+        self.packet.malformed.get_or_insert(reason);
+    }
+}
+
+/// What the link layer carries.
+enum Network<'a> {
+    /// An IP packet, and the version the link layer announced (`None`: the version
+    /// nibble decides, as on LINKTYPE_RAW).
+    Ip {
+        bytes: &'a [u8],
+        announced: Option<u8>,
+    },
+    /// Something other than IP.
+    NotIp,
+}
+
+/// The first `N` bytes of `bytes` as an array, or "`layer` cut: x of N bytes". After
+/// this check, reading the array at constant positions cannot go out of bounds.
+fn fixed<'b, const N: usize>(bytes: &'b [u8], layer: &str) -> Result<&'b [u8; N], String> {
+    bytes
+        .get(..N)
+        .and_then(|head| head.try_into().ok())
+        .ok_or_else(|| format!("{layer} cut: {} of {N} bytes", bytes.len()))
+}
+
+/// The bytes after the first `n` (empty if there are fewer).
+fn after(bytes: &[u8], n: usize) -> &[u8] {
+    bytes.get(n..).unwrap_or(&[])
+}
+
+fn be16(high: u8, low: u8) -> u16 {
+    u16::from_be_bytes([high, low])
+}
+
+/// Reads the link-layer header, then hands the rest to the IP layer.
+fn dissect_link<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    out: &mut Dissection<'a>,
+) -> Result<(), String> {
+    let (network, loopback) = match link {
+        LinkType::Ethernet => ethernet(data)?,
+        LinkType::LinuxSll => {
+            let header: &[u8; SLL_HEADER_LEN] = fixed(data, "Linux cooked (SLL) header")?;
+            let arphrd = be16(header[2], header[3]);
+            let protocol = be16(header[14], header[15]);
+            let payload = after(data, SLL_HEADER_LEN);
+            (by_ethertype(protocol, payload), arphrd == ARPHRD_LOOPBACK)
+        }
+        LinkType::LinuxSll2 => {
+            let header: &[u8; SLL2_HEADER_LEN] = fixed(data, "Linux cooked v2 (SLL2) header")?;
+            let protocol = be16(header[0], header[1]);
+            let arphrd = be16(header[8], header[9]);
+            let payload = after(data, SLL2_HEADER_LEN);
+            (by_ethertype(protocol, payload), arphrd == ARPHRD_LOOPBACK)
+        }
+        LinkType::Null => {
+            let header: &[u8; FAMILY_HEADER_LEN] = fixed(data, "NULL (BSD loopback) header")?;
+            // The family is in the byte order of the host that captured, which the file
+            // does not record. Families are small numbers, so at most one reading is one
+            // we know.
+            let version = ip_version_of_family(u32::from_le_bytes(*header))
+                .or_else(|| ip_version_of_family(u32::from_be_bytes(*header)));
+            (by_version(version, after(data, FAMILY_HEADER_LEN)), true)
+        }
+        LinkType::Loop => {
+            let header: &[u8; FAMILY_HEADER_LEN] = fixed(data, "LOOP (OpenBSD loopback) header")?;
+            let version = ip_version_of_family(u32::from_be_bytes(*header));
+            (by_version(version, after(data, FAMILY_HEADER_LEN)), true)
+        }
+        LinkType::Raw => (
+            Network::Ip {
+                bytes: data,
+                announced: None,
+            },
+            false,
+        ),
+        LinkType::Ipv4 => (
+            Network::Ip {
+                bytes: data,
+                announced: Some(4),
+            },
+            false,
+        ),
+        LinkType::Ipv6 => (
+            Network::Ip {
+                bytes: data,
+                announced: Some(6),
+            },
+            false,
+        ),
+        LinkType::Unknown(number) => return Err(format!("unsupported link type {number}")),
+    };
+    match network {
+        Network::Ip { bytes, announced } => dissect_ip(bytes, announced, loopback, out),
+        Network::NotIp => Ok(()),
+    }
+}
+
+/// Ethernet II with up to two VLAN tags. Returns what it carries and whether it looks
+/// like Linux's loopback (both MAC addresses zero).
+fn ethernet(data: &[u8]) -> Result<(Network<'_>, bool), String> {
+    let header: &[u8; ETHERNET_HEADER_LEN] = fixed(data, "Ethernet header")?;
+    let loopback = header[..ETHERNET_ADDRESSES_LEN]
+        .iter()
+        .all(|&byte| byte == 0);
+    let mut ethertype = be16(header[12], header[13]);
+    let mut rest = after(data, ETHERNET_HEADER_LEN);
+    let mut tags = 0;
+    while matches!(
+        ethertype,
+        ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_LEGACY
+    ) {
+        if tags == MAX_VLAN_TAGS {
+            return Err(format!("Ethernet: more than {MAX_VLAN_TAGS} VLAN tags"));
+        }
+        let tag: &[u8; VLAN_TAG_LEN] = fixed(rest, "VLAN tag")?;
+        ethertype = be16(tag[2], tag[3]);
+        rest = after(rest, VLAN_TAG_LEN);
+        tags += 1;
+    }
+    Ok((by_ethertype(ethertype, rest), loopback))
+}
+
+fn by_ethertype(ethertype: u16, payload: &[u8]) -> Network<'_> {
+    match ethertype {
+        ethertype::IPV4 => by_version(Some(4), payload),
+        ethertype::IPV6 => by_version(Some(6), payload),
+        _ => Network::NotIp,
+    }
+}
+
+fn by_version(version: Option<u8>, payload: &[u8]) -> Network<'_> {
+    match version {
+        Some(version) => Network::Ip {
+            bytes: payload,
+            announced: Some(version),
+        },
+        None => Network::NotIp,
+    }
+}
+
+fn ip_version_of_family(family: u32) -> Option<u8> {
+    if family == AF_INET {
+        Some(4)
+    } else if AF_INET6.contains(&family) {
+        Some(6)
+    } else {
+        None
+    }
+}
+
+/// Where the transport layer sits and what is needed to verify its checksum.
+struct TransportContext<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    /// The transport layer's length according to the IP header.
+    len: usize,
+    /// The transport bytes captured (at most `len`).
+    bytes: &'a [u8],
+    /// The checksum can be verified: the segment is not a fragment, and was captured
+    /// whole (checked again against `len` by each protocol).
+    verifiable: bool,
+    /// The capture is loopback-like: a wrong checksum is not evidence of corruption.
+    loopback: bool,
+}
+
+/// Reads the IPv4 or IPv6 header (with etherparse), fills `out.packet.ip`, then the
+/// transport layer.
+fn dissect_ip<'a>(
+    bytes: &'a [u8],
+    announced: Option<u8>,
+    loopback: bool,
+    out: &mut Dissection<'a>,
+) -> Result<(), String> {
+    let version = bytes.first().map(|byte| byte >> 4);
+    match (announced, version) {
+        (Some(announced), None) => {
+            let minimum = if announced == 4 { 20 } else { 40 };
+            return Err(format!("IPv{announced} header cut: 0 of {minimum} bytes"));
+        }
+        (None, None) => return Err("IP header cut: the packet is empty".to_string()),
+        (Some(announced), Some(version)) if announced != version => {
+            return Err(format!(
+                "IPv{announced} header: the link layer announced IPv{announced}, the version field says {version}"
+            ));
+        }
+        _ => {}
+    }
+    let (slice, extension_error) = LaxIpSlice::from_slice(bytes).map_err(|error| match error {
+        LaxHeaderSliceError::Len(len) => {
+            let layer = if version == Some(6) { "IPv6" } else { "IPv4" };
+            format!(
+                "{layer} header cut: {} of {} bytes",
+                len.len, len.required_len
+            )
+        }
+        LaxHeaderSliceError::Content(IpHeaderError::UnsupportedIpVersion { version_number }) => {
+            format!("IP header: version {version_number} is neither 4 nor 6")
+        }
+        LaxHeaderSliceError::Content(IpHeaderError::Ipv4HeaderLengthSmallerThanHeader { ihl }) => {
+            format!(
+                "IPv4 header: header length {} bytes is less than the 20-byte minimum",
+                u16::from(ihl) * 4
+            )
+        }
+    })?;
+    let captured_ip_len = bytes.len();
+    let (mut info, payload, announced_len) = match &slice {
+        LaxIpSlice::Ipv4(ipv4) => {
+            let header = ipv4.header();
+            let auth_len = ipv4.extensions().auth.map_or(0, |auth| auth.slice().len());
+            let header_len = header.slice().len() + auth_len;
+            let fragment_offset = u32::from(header.fragments_offset().byte_offset());
+            let info = IpInfo {
+                version: 4,
+                src: IpAddr::V4(header.source_addr()),
+                dst: IpAddr::V4(header.destination_addr()),
+                protocol: ipv4.payload_ip_number().0,
+                ttl: header.ttl(),
+                header_len: u16::try_from(header_len).unwrap_or(u16::MAX),
+                total_len: u32::from(header.total_len()),
+                ident: u32::from(header.identification()),
+                fragment: (fragment_offset > 0 || header.more_fragments()).then_some(
+                    FragmentInfo {
+                        offset: fragment_offset,
+                        more: header.more_fragments(),
+                    },
+                ),
+            };
+            (
+                info,
+                ipv4.payload().payload,
+                usize::from(header.total_len()),
+            )
+        }
+        LaxIpSlice::Ipv6(ipv6) => {
+            let header = ipv6.header();
+            let header_len = header.slice().len() + ipv6.extensions().slice().len();
+            let fragment =
+                ipv6.extensions()
+                    .clone()
+                    .into_iter()
+                    .find_map(|extension| match extension {
+                        Ipv6ExtensionSlice::Fragment(fragment) => Some(fragment),
+                        _ => None,
+                    });
+            let payload_length = usize::from(header.payload_length());
+            let info = IpInfo {
+                version: 6,
+                src: IpAddr::V6(header.source_addr()),
+                dst: IpAddr::V6(header.destination_addr()),
+                protocol: ipv6.payload().ip_number.0,
+                ttl: header.hop_limit(),
+                header_len: u16::try_from(header_len).unwrap_or(u16::MAX),
+                total_len: u32::from(header.payload_length()) + 40,
+                ident: fragment.as_ref().map_or(0, |f| f.identification()),
+                fragment: fragment
+                    .as_ref()
+                    .filter(|f| f.is_fragmenting_payload())
+                    .map(|f| FragmentInfo {
+                        offset: u32::from(f.fragment_offset().byte_offset()),
+                        more: f.more_fragments(),
+                    }),
+            };
+            // A payload length of 0 means a jumbogram, or a large segment captured
+            // before the kernel split it (TSO): the captured bytes are all we have.
+            let announced = if payload_length == 0 {
+                0
+            } else {
+                40 + payload_length
+            };
+            (info, ipv6.payload().payload, announced)
+        }
+    };
+    let header_len = usize::from(info.header_len);
+    let version = info.version;
+    // A total length of 0 is what Linux records for large TCP segments captured before
+    // segmentation offload splits them (Wireshark's "TSO" case): use what was captured.
+    let total_len = if announced_len == 0 {
+        captured_ip_len
+    } else {
+        announced_len
+    };
+    info.total_len = u32::try_from(total_len).unwrap_or(u32::MAX);
+    let is_later_fragment = info.fragment.is_some_and(|f| f.offset > 0);
+    let is_fragment = info.fragment.is_some();
+    let (src, dst, protocol) = (info.src, info.dst, info.protocol);
+    out.packet.ip = Some(info);
+
+    if total_len < header_len {
+        return Err(format!(
+            "IPv{version} total length {total_len} is less than its header ({header_len} bytes)"
+        ));
+    }
+    if let Some((error, layer)) = extension_error {
+        return Err(match error {
+            Ipv6ExtError::Len(len) => format!(
+                "IPv{version} extension header ({layer}) cut: {} of {} bytes",
+                len.len, len.required_len
+            ),
+            Ipv6ExtError::Content(content) => format!("IPv{version} extension header: {content}"),
+        });
+    }
+    if total_len > captured_ip_len && !out.cut_by_snaplen {
+        // Not a snap-length cut: the frame itself is shorter than IP says.
+        out.note(format!(
+            "IPv{version} length {total_len} exceeds the {captured_ip_len} bytes in the frame"
+        ));
+    }
+    if is_later_fragment {
+        out.packet.transport = Transport::Fragment;
+        return Ok(());
+    }
+    let context = TransportContext {
+        src,
+        dst,
+        len: total_len - header_len,
+        bytes: payload,
+        verifiable: !is_fragment,
+        loopback,
+    };
+    match protocol {
+        PROTOCOL_TCP => dissect_tcp(&context, out),
+        PROTOCOL_UDP => dissect_udp(&context, is_fragment, out),
+        other => {
+            out.packet.transport = Transport::Other(other);
+            Ok(())
+        }
+    }
+}
+
+/// Reads a TCP header:
+///
+/// ```text
+///  0               8               16              24             32
+/// +---------------+---------------+---------------+---------------+
+/// |          source port          |       destination port        |
+/// +---------------+---------------+---------------+---------------+
+/// |                        sequence number                        |
+/// +---------------+---------------+---------------+---------------+
+/// |                    acknowledgment number                      |
+/// +-------+-------+---------------+---------------+---------------+
+/// | offset| rsvd  |C E U A P R S F|            window             |
+/// +-------+-------+---------------+---------------+---------------+
+/// |           checksum            |        urgent pointer         |
+/// +---------------+---------------+---------------+---------------+
+/// |            options (offset * 4 - 20 bytes)    |    payload ...
+/// ```
+fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> Result<(), String> {
+    let bytes = context.bytes;
+    let header: &[u8; TCP_MIN_HEADER_LEN] = fixed(bytes, "TCP header")?;
+    let header_len = usize::from(header[12] >> 4) * 4;
+    let mut segment = TcpSegment {
+        src_port: be16(header[0], header[1]),
+        dst_port: be16(header[2], header[3]),
+        seq: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+        ack: u32::from_be_bytes([header[8], header[9], header[10], header[11]]),
+        flags: be16(header[12], header[13]) & TCP_FLAGS_MASK,
+        header_len: u8::try_from(header_len).unwrap_or(u8::MAX),
+        window: be16(header[14], header[15]),
+        options: TcpOptions::default(),
+        payload_len: 0,
+        payload: &[],
+        checksum: Checksum::NotVerified,
+    };
+    let found = be16(header[TCP_CHECKSUM_OFFSET], header[TCP_CHECKSUM_OFFSET + 1]);
+    if header_len < TCP_MIN_HEADER_LEN {
+        out.packet.transport = Transport::Tcp(segment);
+        return Err(format!(
+            "TCP header: data offset {} ({header_len} bytes) is less than the 20-byte minimum",
+            header_len / 4
+        ));
+    }
+    if header_len > context.len {
+        out.packet.transport = Transport::Tcp(segment);
+        return Err(format!(
+            "TCP header length {header_len} exceeds the {} bytes IP leaves for the segment",
+            context.len
+        ));
+    }
+    let option_bytes = bytes.get(TCP_MIN_HEADER_LEN..header_len);
+    let (options, option_error) =
+        parse_tcp_options(option_bytes.unwrap_or(after(bytes, TCP_MIN_HEADER_LEN)));
+    segment.options = summarize_options(&options);
+    segment.payload_len = u32::try_from(context.len - header_len).unwrap_or(u32::MAX);
+    // `bytes` holds at most what IP announced, so the payload never reaches padding.
+    segment.payload = after(bytes, header_len);
+    if context.verifiable && bytes.len() == context.len {
+        segment.checksum = verify_checksum(context, PROTOCOL_TCP, bytes, found, false);
+    }
+    out.packet.transport = Transport::Tcp(segment);
+    out.options = options;
+    if option_bytes.is_none() {
+        return Err(format!(
+            "TCP options cut: {} of {} bytes",
+            bytes.len().saturating_sub(TCP_MIN_HEADER_LEN),
+            header_len - TCP_MIN_HEADER_LEN
+        ));
+    }
+    match option_error {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+/// Reads a UDP header:
+///
+/// ```text
+///  0               8               16              24             32
+/// +---------------+---------------+---------------+---------------+
+/// |          source port          |       destination port        |
+/// +---------------+---------------+---------------+---------------+
+/// |     length (header + data)    |           checksum            |
+/// +---------------+---------------+---------------+---------------+
+/// |                          payload ...
+/// ```
+fn dissect_udp<'a>(
+    context: &TransportContext<'a>,
+    is_fragment: bool,
+    out: &mut Dissection<'a>,
+) -> Result<(), String> {
+    let bytes = context.bytes;
+    let header: &[u8; UDP_HEADER_LEN] = fixed(bytes, "UDP header")?;
+    let length_field = be16(header[4], header[5]);
+    let found = be16(header[UDP_CHECKSUM_OFFSET], header[UDP_CHECKSUM_OFFSET + 1]);
+    let length = usize::from(length_field);
+    // The length field must fit in what IP carries; in a first fragment it describes
+    // the whole datagram, which continues in the next fragments.
+    let consistent = is_fragment || (UDP_HEADER_LEN..=context.len).contains(&length);
+    let end = if is_fragment || !consistent {
+        context.len
+    } else {
+        length
+    };
+    let checksum = if context.src.is_ipv4() && found == 0 {
+        Checksum::Zero
+    } else if context.verifiable && consistent && bytes.len() >= length {
+        verify_checksum(context, PROTOCOL_UDP, first(bytes, length), found, true)
+    } else {
+        Checksum::NotVerified
+    };
+    out.packet.transport = Transport::Udp(UdpDatagram {
+        src_port: be16(header[0], header[1]),
+        dst_port: be16(header[2], header[3]),
+        length_field,
+        ip_len: u32::try_from(context.len).unwrap_or(u32::MAX),
+        payload: bytes
+            .get(UDP_HEADER_LEN..end.min(bytes.len()))
+            .unwrap_or(&[]),
+        checksum,
+    });
+    if consistent {
+        Ok(())
+    } else if length < UDP_HEADER_LEN {
+        Err(format!(
+            "UDP length field {length} is less than its 8-byte header"
+        ))
+    } else {
+        Err(format!(
+            "UDP length field {length} exceeds the {} bytes IP leaves for it",
+            context.len
+        ))
+    }
+}
+
+/// The first `len` bytes (all of them if there are fewer).
+fn first(bytes: &[u8], len: usize) -> &[u8] {
+    bytes.get(..len).unwrap_or(bytes)
+}
+
+/// Walks the TCP options (kind, length, value; kinds 0 and 1 are a single byte) and
+/// returns those read, with the reason it stopped early if the options are broken.
+pub fn parse_tcp_options(bytes: &[u8]) -> (Vec<TcpOption>, Option<String>) {
+    use option_kind::*;
+    let mut options = Vec::new();
+    let mut at = 0;
+    while let Some(&kind) = bytes.get(at) {
+        match kind {
+            END => {
+                options.push(TcpOption::End);
+                break;
+            }
+            NOP => {
+                options.push(TcpOption::Nop);
+                at += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = bytes.get(at + 1) else {
+            return (
+                options,
+                Some(format!("TCP option {kind} cut: no length byte")),
+            );
+        };
+        if len < 2 {
+            return (
+                options,
+                Some(format!("TCP option {kind} has length {len}, less than 2")),
+            );
+        }
+        let Some(value) = bytes.get(at + 2..at + usize::from(len)) else {
+            return (
+                options,
+                Some(format!(
+                    "TCP option {kind} cut: {} of {len} bytes",
+                    bytes.len() - at
+                )),
+            );
+        };
+        let option = match (kind, value) {
+            (MSS, &[high, low]) => TcpOption::Mss(be16(high, low)),
+            (WINDOW_SCALE, &[shift]) => TcpOption::WindowScale(shift),
+            (SACK_PERMITTED, &[]) => TcpOption::SackPermitted,
+            (SACK, blocks) if !blocks.is_empty() && blocks.len() % 8 == 0 => TcpOption::Sack(
+                blocks
+                    .chunks_exact(8)
+                    .filter_map(|block| match *block {
+                        [a, b, c, d, e, f, g, h] => Some((
+                            u32::from_be_bytes([a, b, c, d]),
+                            u32::from_be_bytes([e, f, g, h]),
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            (TIMESTAMPS, &[a, b, c, d, e, f, g, h]) => TcpOption::Timestamps(
+                u32::from_be_bytes([a, b, c, d]),
+                u32::from_be_bytes([e, f, g, h]),
+            ),
+            (MSS | WINDOW_SCALE | SACK_PERMITTED | SACK | TIMESTAMPS, _) => {
+                return (
+                    options,
+                    Some(format!("TCP option {kind} has a wrong length ({len})")),
+                );
+            }
+            _ => TcpOption::Other { kind, len },
+        };
+        options.push(option);
+        at += usize::from(len);
+    }
+    (options, None)
+}
+
+/// The options the views show, gathered from the list.
+fn summarize_options(options: &[TcpOption]) -> TcpOptions {
+    let mut summary = TcpOptions::default();
+    for option in options {
+        match option {
+            TcpOption::Mss(mss) => summary.mss = Some(*mss),
+            TcpOption::WindowScale(shift) => summary.window_scale = Some(*shift),
+            TcpOption::SackPermitted => summary.sack_permitted = true,
+            TcpOption::Sack(blocks) => summary.sack_blocks.extend_from_slice(blocks),
+            TcpOption::Timestamps(value, echo) => summary.timestamps = Some((*value, *echo)),
+            TcpOption::End | TcpOption::Nop | TcpOption::Other { .. } => {}
+        }
+    }
+    summary
+}
+
+/// Adds `bytes` as big-endian 16-bit words (an odd last byte padded with zero) to
+/// `sum`: the Internet checksum's one's-complement sum, folded later (RFC 1071).
+fn add_words(mut sum: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(2);
+    for word in &mut words {
+        if let [high, low] = *word {
+            sum += u64::from(be16(high, low));
+        }
+    }
+    if let [last] = *words.remainder() {
+        sum += u64::from(be16(last, 0));
+    }
+    sum
+}
+
+/// Folds the carries back in until the sum fits in 16 bits.
+fn fold(mut sum: u64) -> u16 {
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    // The loop leaves at most 0xFFFF.
+    u16::try_from(sum).unwrap_or(u16::MAX)
+}
+
+/// The one's-complement sum of the pseudo-header for a `len`-byte segment.
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u64 {
+    let mut sum = 0;
+    for address in [src, dst] {
+        sum = match address {
+            IpAddr::V4(v4) => add_words(sum, &v4.octets()),
+            IpAddr::V6(v6) => add_words(sum, &v6.octets()),
+        };
+    }
+    // IPv4 has a 16-bit length and IPv6 a 32-bit one, but as a sum of 16-bit words
+    // both come to the same: the length's halves plus the protocol.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    sum + u64::from(len >> 16) + u64::from(len & 0xFFFF) + u64::from(protocol)
+}
+
+/// Verifies the checksum of a whole TCP or UDP `segment` whose field holds `found`,
+/// applying the loopback/offload rule of the module documentation.
+fn verify_checksum(
+    context: &TransportContext<'_>,
+    protocol: u8,
+    segment: &[u8],
+    found: u16,
+    is_udp: bool,
+) -> Checksum {
+    let pseudo = pseudo_header_sum(context.src, context.dst, protocol, segment.len());
+    let total = add_words(pseudo, segment);
+    // Summing the data with a correct checksum in it gives all ones (RFC 1071).
+    if fold(total) == 0xFFFF {
+        return Checksum::Good;
+    }
+    // The checksum field is one aligned 16-bit word, so removing it from the sum is
+    // subtracting it (`total` includes it, so this cannot underflow).
+    let mut expected = !fold(total - u64::from(found));
+    if is_udp && expected == 0 {
+        // UDP sends a computed 0 as 0xFFFF: 0 means "no checksum" (RFC 768).
+        expected = 0xFFFF;
+    }
+    let partial = fold(pseudo);
+    if context.loopback || found == partial || found == !partial {
+        Checksum::NotVerified
+    } else {
+        Checksum::Bad { found, expected }
+    }
+}
+
+#[cfg(test)]
+mod tests;
