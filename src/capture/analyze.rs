@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::flows::{Analyzer, Observation, Report};
 use super::packet::{Frame, LinkType, Packet, Transport};
 use super::tcp::SegmentInfo;
+use super::views::{forum::ForumView, udp::UdpView};
 use super::{dissect, reader, render, CaptureError};
 use crate::output::table;
 
@@ -166,24 +167,33 @@ pub struct Session {
     tcp_rows_left_out: u64,
     /// The first segment with a K&R RTT sample, for the `--explain` notes.
     first_rtt: Option<(u64, SegmentInfo)>,
+    /// The per-datagram views of [`super::views`], which keep their own rows.
+    datagram_view: Option<DatagramView>,
+}
+
+/// The views that live in [`super::views`].
+enum DatagramView {
+    Udp(Box<UdpView>),
+    Forum(Box<ForumView>),
 }
 
 impl Session {
     /// A session for `view` on a capture of link type `link`.
     ///
     /// # Errors
-    /// [`UnsupportedView`] for views this module does not render (udp, forum, follow,
-    /// ladder).
+    /// [`UnsupportedView`] for views not built yet (follow, ladder).
     pub fn new(
         view: &View,
         json: bool,
         explain: bool,
         link: LinkType,
     ) -> Result<Session, UnsupportedView> {
-        match view {
-            View::Summary | View::Flows | View::Handshakes | View::Tcp { .. } => {}
+        let datagram_view = match view {
+            View::Summary | View::Flows | View::Handshakes | View::Tcp { .. } => None,
+            View::Udp => Some(DatagramView::Udp(Box::default())),
+            View::Forum => Some(DatagramView::Forum(Box::default())),
             other => return Err(UnsupportedView(other.name())),
-        }
+        };
         Ok(Session {
             view: view.clone(),
             json,
@@ -194,6 +204,7 @@ impl Session {
             tcp_rows: Vec::new(),
             tcp_rows_left_out: 0,
             first_rtt: None,
+            datagram_view,
         })
     }
 
@@ -215,6 +226,11 @@ impl Session {
         self.frames += 1;
         let first = *self.first_time_us.get_or_insert(frame.time_us);
         let observation = self.analyzer.observe(frame, packet);
+        match &mut self.datagram_view {
+            Some(DatagramView::Udp(view)) => view.observe(frame, packet),
+            Some(DatagramView::Forum(view)) => view.observe(frame, packet),
+            None => {}
+        }
         let View::Tcp { stream } = self.view else {
             return Ok(());
         };
@@ -298,6 +314,13 @@ impl Session {
                     }
                 }
             }
+            (View::Udp | View::Forum, json) => match (&self.datagram_view, json) {
+                (Some(DatagramView::Udp(view)), false) => view.write_table(out, self.explain)?,
+                (Some(DatagramView::Udp(view)), true) => view.write_json(out)?,
+                (Some(DatagramView::Forum(view)), false) => view.write_table(out, self.explain)?,
+                (Some(DatagramView::Forum(view)), true) => view.write_json(out)?,
+                (None, _) => {}
+            },
             // Session::new refuses every other view.
             (_, _) => {}
         }
@@ -411,7 +434,13 @@ mod tests {
 
     #[test]
     fn views_outside_this_module_are_refused() {
-        for view in [View::Udp, View::Forum, View::Ladder { stream: 0 }] {
+        for view in [
+            View::Ladder { stream: 0 },
+            View::Follow {
+                stream: 0,
+                hex: false,
+            },
+        ] {
             let err = Session::new(&view, false, false, LinkType::Ethernet).err();
             assert_eq!(err, Some(UnsupportedView(view.name())));
         }

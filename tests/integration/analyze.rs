@@ -472,3 +472,38 @@ fn filter_keeps_only_matching_flows() {
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0]["client"], "127.0.0.1:40003");
 }
+
+#[test]
+fn udp_request_and_reply_show_in_flows_and_the_udp_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("udp.pcap");
+    let datagram = |from_client: bool, payload: &[u8]| {
+        let (src, dst, sport, dport) = if from_client {
+            (scenarios::CLIENT_IP, scenarios::SERVER_IP, 50_000, 12_000)
+        } else {
+            (scenarios::SERVER_IP, scenarios::CLIENT_IP, 12_000, 50_000)
+        };
+        let mut bytes = Vec::new();
+        etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut bytes, payload)
+            .unwrap();
+        bytes
+    };
+    scenarios::write_pcap(
+        &path,
+        &[
+            (0, datagram(true, b"ping 1")),
+            (250, datagram(false, b"PING 1")),
+        ],
+    );
+    let flows = analyze_json(&path, &["flows", "--json"]);
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0]["protocol"], "udp");
+    assert_eq!(flows[0]["conn_state"], "SF");
+    assert_eq!(flows[0]["history"], "Dd");
+    assert_eq!(flows[0]["bytes_c2s"], 14 + 20 + 8 + 6);
+    let rows = analyze_json(&path, &["udp", "--json"]);
+    assert_eq!(rows.len(), 2, "one JSON object per datagram");
+}
