@@ -627,6 +627,10 @@ impl TcpConnection {
         *min = Some(min.map_or(info.scaled_window, |m| m.min(info.scaled_window)));
         self.update_handshake(direction, frame, segment);
         self.update_teardown(direction, frame, segment);
+        // Memory stays O(flows): a finished connection keeps no spare list capacity.
+        if segment.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            self.tracker.compact();
+        }
         if checksum_bad {
             // Zeek ignores a packet with a bad checksum apart from noting it.
             self.history.counted(direction, 'C');
