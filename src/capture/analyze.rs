@@ -27,9 +27,10 @@ use super::views::{forum::ForumView, udp::UdpView};
 use super::{dissect, reader, render, CaptureError};
 use crate::output::table;
 
-/// The `tcp` table keeps at most this many rows; beyond, it says how many it left out
+/// The `tcp` table keeps at most this many rows (about 1 kB each); beyond, it says how
+/// many it left out
 /// (use `--json`, which streams, or pick a STREAM).
-pub const MAX_TABLE_ROWS: usize = 200_000;
+pub const MAX_TABLE_ROWS: usize = 20_000;
 
 /// Which view `socklab analyze` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
