@@ -28,8 +28,7 @@ use super::{dissect, reader, render, CaptureError};
 use crate::output::table;
 
 /// The `tcp` table keeps at most this many rows (about 1 kB each); beyond, it says how
-/// many it left out
-/// (use `--json`, which streams, or pick a STREAM).
+/// many it left out (use `--json`, which streams, or pick a STREAM).
 pub const MAX_TABLE_ROWS: usize = 20_000;
 
 /// Which view `socklab analyze` prints.
