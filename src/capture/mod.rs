@@ -9,6 +9,11 @@
 //! ```
 //!
 //! - [`packet`]: the plain values a dissected frame becomes.
+//! - [`tcp`]: TCP sequence analysis of one connection (Wireshark's marks, RTTs).
+//! - [`flows`]: TCP connections and UDP conversations, Zeek's conn_state/history,
+//!   handshakes, teardowns and the capture totals.
+//! - [`render`]: the summary, flows, handshakes and tcp views as tables or JSON Lines.
+//! - [`analyze`]: `socklab analyze`: streams a file through the analyzer into a view.
 //! - [`reader`]: reads a pcap or pcapng file through libpcap, one frame at a time.
 //! - [`dissect`]: turns a frame's bytes into a [`packet::Packet`]: link layer, IPv4/IPv6,
 //!   TCP and UDP (options, checksums), with a "malformed" reason instead of a crash.
@@ -19,10 +24,14 @@
 //! Every capture module reports failures as a [`CaptureError`], which names the file,
 //! filter or interface concerned.
 
+pub mod analyze;
 pub mod dissect;
+pub mod flows;
 pub mod live;
 pub mod packet;
 pub mod reader;
+pub mod render;
+pub mod tcp;
 pub mod views;
 
 use std::path::PathBuf;
@@ -98,6 +107,12 @@ pub enum CaptureError {
         what: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The request cannot be served by this build (a view not wired in yet).
+    #[error("{what}")]
+    Unsupported {
+        /// What is not available.
+        what: String,
     },
 }
 
