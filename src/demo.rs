@@ -8,8 +8,12 @@
 //!    lost datagrams are retransmitted and whose commands still apply once;
 //! 3. to 8. lab 1: TCP and UDP echo servers, a TCP client, a UDP pinger, the
 //!    sticky-packet lesson with and without framing, and the load generator;
-//! 9. lab 2: the UDP pinger through the impairing proxy, and the proxy's statistics.
+//! 9. lab 2: the UDP pinger through the impairing proxy, and the proxy's statistics;
+//! 10. lab 4: what the analyzer makes of the packets steps 1 to 4 sent, which the demo
+//!     captured on the loopback interface (in [`capture`]; skipped, with the reason,
+//!     where capturing is not allowed).
 
+mod capture;
 mod forum;
 
 use std::future::Future;
@@ -21,6 +25,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
+use crate::capture::CaptureError;
 use crate::echo::{self, BenchOptions, ClientOptions, EchoError, ServerOptions, Transport};
 use crate::forum::client::ClientOutcome;
 use crate::forum::ForumError;
@@ -41,6 +46,9 @@ pub enum DemoError {
     /// A proxy step failed.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The demo's own capture could not be finished or analyzed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     /// A forum client's session ended without the server's goodbye.
     #[error("the demo's forum client {user} ended early: {}", describe_outcome(*.outcome))]
     Session {
@@ -94,6 +102,7 @@ fn describe_outcome(outcome: ClientOutcome) -> &'static str {
 /// [`DemoError`] when a loopback socket cannot be bound, the scratch directory cannot
 /// be used, or a step fails.
 pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), DemoError> {
+    let recording = capture::start(&reporter).await;
     forum::run(&reporter).await?;
 
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -142,6 +151,11 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), De
         ..ClientOptions::default()
     };
     client_run(udp, &pinger, &reporter).await?;
+    // Steps 1 to 4 are what the capture is for; the load generator would swamp it.
+    let recording = match recording {
+        Some(recording) => Some(recording.stop().await?),
+        None => None,
+    };
 
     heading(
         &reporter,
@@ -251,6 +265,9 @@ pub async fn run(bench_duration: &Duration, reporter: Reporter) -> Result<(), De
     );
     pinger_through_proxy(udp, &reporter).await?;
     servers.stop();
+    if let Some(recording) = recording {
+        recording.analyze(&reporter)?;
+    }
     Ok(())
 }
 
