@@ -24,6 +24,7 @@ use super::flows::{Analyzer, Observation, Report};
 use super::packet::{Frame, LinkType, Packet, Transport};
 use super::render;
 use super::tcp::SegmentInfo;
+use super::views::{follow, forum, ladder, udp, FrameView};
 use crate::output::table;
 
 /// The `tcp` table keeps at most this many rows; beyond, it says how many it left out
@@ -125,24 +126,32 @@ pub struct Session {
     tcp_rows_left_out: u64,
     /// The first segment with a K&R RTT sample, for the `--explain` notes.
     first_rtt: Option<(u64, SegmentInfo)>,
+    /// The udp, forum, follow or ladder view, which see every frame themselves.
+    frame_view: Option<FrameView>,
 }
 
 impl Session {
     /// A session for `view` on a capture of link type `link`.
     ///
     /// # Errors
-    /// [`UnsupportedView`] for views this module does not render (udp, forum, follow,
-    /// ladder).
+    /// [`UnsupportedView`] for a view this build does not render (none at present).
     pub fn new(
         view: &View,
         json: bool,
         explain: bool,
         link: LinkType,
     ) -> Result<Session, UnsupportedView> {
-        match view {
-            View::Summary | View::Flows | View::Handshakes | View::Tcp { .. } => {}
-            other => return Err(UnsupportedView(other.name())),
-        }
+        let frame_view = match *view {
+            View::Summary | View::Flows | View::Handshakes | View::Tcp { .. } => None,
+            View::Udp => Some(FrameView::Udp(udp::UdpView::new())),
+            View::Forum => Some(FrameView::Forum(forum::ForumView::new())),
+            View::Follow { stream, hex } => {
+                Some(FrameView::Follow(follow::FollowView::new(stream, hex)))
+            }
+            View::Ladder { stream } => {
+                Some(FrameView::Ladder(ladder::LadderView::new(stream, json)))
+            }
+        };
         Ok(Session {
             view: view.clone(),
             json,
@@ -153,6 +162,7 @@ impl Session {
             tcp_rows: Vec::new(),
             tcp_rows_left_out: 0,
             first_rtt: None,
+            frame_view,
         })
     }
 
@@ -174,6 +184,9 @@ impl Session {
         self.frames += 1;
         let first = *self.first_time_us.get_or_insert(frame.time_us);
         let observation = self.analyzer.observe(frame, packet);
+        if let Some(view) = &mut self.frame_view {
+            return view.observe(frame, packet, &observation, out);
+        }
         let View::Tcp { stream } = self.view else {
             return Ok(());
         };
@@ -213,6 +226,10 @@ impl Session {
     /// Writing to `out` failed.
     pub fn finish(self, out: &mut dyn Write) -> io::Result<Report> {
         let report = self.analyzer.finish();
+        if let Some(view) = self.frame_view {
+            view.finish(out, self.json, self.explain)?;
+            return Ok(report);
+        }
         match (&self.view, self.json) {
             (View::Summary, false) => {
                 out.write_all(render::summary_table(&report, self.explain).as_bytes())?
@@ -257,7 +274,7 @@ impl Session {
                     }
                 }
             }
-            // Session::new refuses every other view.
+            // The udp, forum, follow and ladder views returned above.
             (_, _) => {}
         }
         Ok(report)
