@@ -655,3 +655,322 @@ fn hex_string(bytes: &[u8]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::packet::tcp_flags::{ACK, FIN, PSH, SYN};
+    use crate::capture::views::hand_made::{Connection, CLIENT_ISN, SERVER_ISN};
+
+    const PA: u16 = PSH | ACK;
+
+    /// A connection followed by a [`FollowView`] of stream 0. Offsets are data offsets:
+    /// `c(PA, 5, 0, b"x")` is the client's byte 5, acknowledging none of the server's.
+    struct Follow {
+        connection: Connection,
+        view: FollowView,
+    }
+
+    impl Follow {
+        fn new() -> Follow {
+            Follow::with_view(FollowView::new(0, false))
+        }
+
+        fn with_view(view: FollowView) -> Follow {
+            Follow {
+                connection: Connection::new(),
+                view,
+            }
+        }
+
+        fn raw(&mut self, from_client: bool, flags: u16, seq: u32, ack: u32, payload: &[u8]) {
+            let (made, observation) =
+                self.connection
+                    .segment(from_client, flags, seq, ack, payload);
+            self.view.observe(&made.frame, &made.packet(), &observation);
+        }
+
+        fn c(&mut self, flags: u16, offset: u32, acked: u32, payload: &[u8]) {
+            let (seq, ack) = (CLIENT_ISN + 1 + offset, SERVER_ISN + 1 + acked);
+            self.raw(true, flags, seq, ack, payload);
+        }
+
+        fn s(&mut self, flags: u16, offset: u32, acked: u32, payload: &[u8]) {
+            let (seq, ack) = (SERVER_ISN + 1 + offset, CLIENT_ISN + 1 + acked);
+            self.raw(false, flags, seq, ack, payload);
+        }
+
+        /// Frames 1-3.
+        fn handshake(&mut self) {
+            self.raw(true, SYN, CLIENT_ISN, 0, b"");
+            self.raw(false, SYN | ACK, SERVER_ISN, CLIENT_ISN + 1, b"");
+            self.c(ACK, 0, 0, b"");
+        }
+
+        fn finish(self) -> FollowedStream {
+            self.view.finish()
+        }
+    }
+
+    fn data(direction: Direction, offset: u64, frames: &[u64], bytes: &[u8]) -> Chunk {
+        Chunk {
+            direction,
+            offset,
+            frames: frames.to_vec(),
+            body: ChunkBody::Data(bytes.to_vec()),
+        }
+    }
+
+    fn hole(direction: Direction, offset: u64, len: u64) -> Chunk {
+        Chunk {
+            direction,
+            offset,
+            frames: Vec::new(),
+            body: ChunkBody::Missing(len),
+        }
+    }
+
+    const C2S: Direction = Direction::ClientToServer;
+    const S2C: Direction = Direction::ServerToClient;
+
+    #[test]
+    fn request_and_reply_come_out_in_order_with_counts() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"hello\n"); // frame 4
+        follow.s(PA, 0, 6, b"HELLO\n"); // frame 5
+        follow.c(FIN | ACK, 6, 6, b""); // frame 6
+        follow.s(FIN | ACK, 6, 7, b"");
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [
+                data(C2S, 0, &[4], b"hello\n"),
+                data(S2C, 0, &[5], b"HELLO\n")
+            ]
+        );
+        assert_eq!(
+            (stream.bytes, stream.missing, stream.duplicate),
+            ([6, 6], [0, 0], [0, 0])
+        );
+        assert_eq!(
+            stream.to_text(false),
+            "Follow TCP stream 0: client 127.0.0.1:40000 (lines \"> \"), server \
+             127.0.0.2:12000 (lines \"< \")\n  client → server: 6 bytes\n  server → client: \
+             6 bytes\n> hello\n< HELLO\n"
+        );
+    }
+
+    #[test]
+    fn a_retransmission_is_shown_once() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"abcd"); // frame 4
+        follow.c(PA, 0, 0, b"abcd"); // frame 5: the same again
+        follow.c(PA, 4, 0, b"ef"); // frame 6
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [data(C2S, 0, &[4], b"abcd"), data(C2S, 4, &[6], b"ef")]
+        );
+        assert_eq!((stream.bytes[0], stream.duplicate[0]), (6, 4));
+        // Chunks of one direction that do not end a line continue it.
+        assert!(stream.to_text(false).ends_with("\n> abcdef\n"));
+    }
+
+    #[test]
+    fn an_overlapping_segment_adds_only_its_new_bytes_and_the_first_copy_wins() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"0123456789"); // frame 4
+        follow.c(PA, 5, 0, b"XXXXXabcde"); // frame 5: 5..10 again (different bytes), then 10..15
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [
+                data(C2S, 0, &[4], b"0123456789"),
+                data(C2S, 10, &[5], b"abcde")
+            ]
+        );
+        assert_eq!((stream.bytes[0], stream.duplicate[0]), (15, 5));
+    }
+
+    #[test]
+    fn out_of_order_segments_are_put_in_order() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 6, 0, b"ghij"); // frame 4, ahead
+        follow.c(PA, 4, 0, b"efgh"); // frame 5, ahead too, overlapping the first by 2
+        follow.c(PA, 0, 0, b"abcd"); // frame 6 fills the hole
+        let stream = follow.finish();
+        assert_eq!(stream.chunks, [data(C2S, 0, &[6, 5, 4], b"abcdefghij")]);
+        assert_eq!(
+            (stream.bytes[0], stream.missing[0], stream.duplicate[0]),
+            (10, 0, 2)
+        );
+    }
+
+    #[test]
+    fn a_hole_the_receiver_acknowledged_is_missing_at_once() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"abc"); // frame 4
+        follow.c(PA, 6, 0, b"ghi"); // frame 5: 3..6 was not captured
+        follow.s(PA, 0, 3, b"ok"); // frame 6: the server has 0..3 only: wait
+        follow.s(ACK, 2, 9, b""); // frame 7: it has all 9 bytes: 3..6 was lost by the capture
+        follow.c(PA, 9, 2, b"jk"); // frame 8
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [
+                data(C2S, 0, &[4], b"abc"),
+                data(S2C, 0, &[6], b"ok"),
+                hole(C2S, 3, 3),
+                data(C2S, 6, &[5], b"ghi"),
+                data(C2S, 9, &[8], b"jk"),
+            ]
+        );
+        assert_eq!((stream.bytes, stream.missing), ([11, 2], [3, 0]));
+        assert_eq!(
+            stream.to_text(false).lines().skip(3).collect::<Vec<_>>(),
+            ["> abc", "< ok", "> [3 bytes missing]", "> ghijk"]
+        );
+    }
+
+    #[test]
+    fn holes_still_open_at_the_end_and_before_a_fin_are_missing() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"ab"); // frame 4
+        follow.c(PA, 4, 0, b"ef"); // frame 5: 2..4 never seen, never acknowledged
+        follow.s(FIN | ACK, 3, 2, b""); // frame 6: the server's 0..3 were never seen
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [
+                data(C2S, 0, &[4], b"ab"),
+                hole(C2S, 2, 2),
+                data(C2S, 4, &[5], b"ef"),
+                hole(S2C, 0, 3),
+            ]
+        );
+        assert_eq!(stream.missing, [2, 3]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrapping_past_zero_keep_the_stream_whole() {
+        let mut follow = Follow::new();
+        let isn = u32::MAX - 2; // data offset 0 is at u32::MAX - 1
+        follow.raw(true, SYN, isn, 0, b"");
+        follow.raw(false, SYN | ACK, SERVER_ISN, isn.wrapping_add(1), b"");
+        follow.raw(true, PA, isn.wrapping_add(5), SERVER_ISN + 1, b"efgh"); // ahead, after the wrap
+        follow.raw(true, PA, isn.wrapping_add(1), SERVER_ISN + 1, b"abcd"); // across the wrap
+        let stream = follow.finish();
+        assert_eq!(stream.chunks, [data(C2S, 0, &[4, 3], b"abcdefgh")]);
+    }
+
+    #[test]
+    fn a_capture_without_the_handshake_starts_at_the_first_segment_seen() {
+        let mut follow = Follow::new();
+        follow.raw(true, PA, 777, 9_000, b"mid"); // frame 1
+        follow.raw(false, PA, 9_000, 780, b"way"); // frame 2
+        let stream = follow.finish();
+        assert_eq!(
+            stream.chunks,
+            [data(C2S, 0, &[1], b"mid"), data(S2C, 0, &[2], b"way")]
+        );
+    }
+
+    #[test]
+    fn only_the_chosen_stream_is_followed() {
+        let mut follow = Follow::with_view(FollowView::new(1, false));
+        follow.handshake();
+        follow.c(PA, 0, 0, b"stream zero");
+        let stream = follow.finish();
+        assert!(stream.chunks.is_empty());
+        assert_eq!(stream.to_text(false), "No TCP stream 1 in this capture.\n");
+    }
+
+    #[test]
+    fn the_view_stops_at_its_memory_limit_and_says_so() {
+        let mut follow = Follow::with_view(FollowView::with_max_kept(0, false, 8));
+        follow.handshake();
+        follow.c(PA, 0, 0, b"123456"); // kept
+        follow.c(PA, 6, 0, b"789abc"); // would pass 8 bytes: the view stops
+        follow.c(PA, 12, 0, b"def"); // only counted
+        let stream = follow.finish();
+        assert_eq!(stream.chunks, [data(C2S, 0, &[4], b"123456")]);
+        assert_eq!(stream.truncated, Some(9));
+        assert!(stream
+            .to_text(false)
+            .ends_with("(stopped after 64 MB of this stream, the most the view keeps; 9 more payload bytes followed)\n"));
+    }
+
+    #[test]
+    fn text_shows_unprintable_bytes_as_dots_and_crlf_as_a_line_end() {
+        assert_eq!(
+            printable_text(b"GET /\r\nx\x00\x7f\xff\ty", false),
+            "GET /\nx...\ty"
+        );
+        assert_eq!(printable_text(b"a\r\nb\rc", true), "a\r\nb\rc");
+    }
+
+    #[test]
+    fn hex_dump_looks_like_hexdump_c() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"0123456789abcdef\x00hi"); // frame 4
+        follow.s(PA, 0, 19, b"ok\n"); // frame 5
+        let hex = follow.finish().to_hex(false);
+        let lines: Vec<&str> = hex.lines().skip(3).collect();
+        assert_eq!(
+            lines,
+            [
+                "> 00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|",
+                "> 00000010  00 68 69                                          |.hi|",
+                "< 00000000  6f 6b 0a                                          |ok.|",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_has_one_object_per_chunk_with_text_or_hex() {
+        let mut follow = Follow::new();
+        follow.handshake();
+        follow.c(PA, 0, 0, b"ab");
+        follow.c(PA, 4, 0, b"ef\r\n"); // frame 5, after a hole
+        let stream = follow.finish();
+
+        let mut out = Vec::new();
+        stream.write_json(&mut out, false).expect("write to a Vec");
+        let rows: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("JSON is UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                json!({"stream": 0, "direction": "c2s", "offset": 0, "len": 2, "frames": [4],
+                       "missing": false, "text": "ab"}),
+                json!({"stream": 0, "direction": "c2s", "offset": 2, "len": 2, "frames": [],
+                       "missing": true}),
+                json!({"stream": 0, "direction": "c2s", "offset": 4, "len": 4, "frames": [5],
+                       "missing": false, "text": "ef\r\n"}),
+            ]
+        );
+
+        let mut out = Vec::new();
+        stream.write_json(&mut out, true).expect("write to a Vec");
+        let first: serde_json::Value = serde_json::from_str(
+            String::from_utf8(out)
+                .expect("UTF-8")
+                .lines()
+                .next()
+                .expect("a line"),
+        )
+        .expect("JSON");
+        assert_eq!(first["hex"], "6162");
+        assert!(first.get("text").is_none());
+    }
+}

@@ -77,3 +77,111 @@ impl FrameView {
         }
     }
 }
+
+/// A hand-made TCP connection for the views' tests: segments go through the real
+/// [`super::flows::Analyzer`], so each view sees what it sees in a capture.
+#[cfg(test)]
+pub(crate) mod hand_made {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use crate::capture::flows::{Analyzer, Observation};
+    use crate::capture::packet::{Frame, IpInfo, LinkType, Packet, TcpSegment, Transport};
+
+    /// The client's port; the client is 127.0.0.1, the server 127.0.0.2.
+    pub const CLIENT_PORT: u16 = 40_000;
+    /// The server's port.
+    pub const SERVER_PORT: u16 = 12_000;
+    /// The client's initial sequence number.
+    pub const CLIENT_ISN: u32 = 1_000;
+    /// The server's initial sequence number.
+    pub const SERVER_ISN: u32 = 5_000;
+
+    /// One frame's worth, owned so the test can hand out borrows.
+    pub struct Made {
+        pub frame: Frame<'static>,
+        pub payload: Vec<u8>,
+        pub from_client: bool,
+        pub flags: u16,
+        pub seq: u32,
+        pub ack: u32,
+    }
+
+    impl Made {
+        /// The dissected packet, borrowing the payload.
+        pub fn packet(&self) -> Packet<'_> {
+            let (src, dst, sport, dport) = if self.from_client {
+                (1, 2, CLIENT_PORT, SERVER_PORT)
+            } else {
+                (2, 1, SERVER_PORT, CLIENT_PORT)
+            };
+            Packet {
+                ip: Some(IpInfo {
+                    version: 4,
+                    src: IpAddr::V4(Ipv4Addr::new(127, 0, 0, src)),
+                    dst: IpAddr::V4(Ipv4Addr::new(127, 0, 0, dst)),
+                    protocol: 6,
+                    ttl: 64,
+                    header_len: 20,
+                    total_len: 40 + self.payload.len() as u32,
+                    ident: 0,
+                    fragment: None,
+                }),
+                transport: Transport::Tcp(TcpSegment {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq: self.seq,
+                    ack: self.ack,
+                    flags: self.flags,
+                    header_len: 20,
+                    window: 512,
+                    payload_len: self.payload.len() as u32,
+                    payload: &self.payload,
+                    ..TcpSegment::default()
+                }),
+                malformed: None,
+            }
+        }
+    }
+
+    /// Frames numbered from 1, one millisecond apart, through an analyzer.
+    pub struct Connection {
+        pub analyzer: Analyzer,
+        number: u64,
+    }
+
+    impl Connection {
+        pub fn new() -> Connection {
+            Connection {
+                analyzer: Analyzer::new(LinkType::Ethernet),
+                number: 0,
+            }
+        }
+
+        /// Analyses one segment and hands back the frame and the analyzer's verdict.
+        pub fn segment(
+            &mut self,
+            from_client: bool,
+            flags: u16,
+            seq: u32,
+            ack: u32,
+            payload: &[u8],
+        ) -> (Made, Observation) {
+            self.number += 1;
+            let made = Made {
+                frame: Frame {
+                    number: self.number,
+                    time_us: 1_700_000_000_000_000 + self.number as i64 * 1_000,
+                    data: &[],
+                    wire_len: 54 + payload.len() as u32,
+                },
+                payload: payload.to_vec(),
+                from_client,
+                flags,
+                seq,
+                ack,
+            };
+            let observation = self.analyzer.observe(&made.frame, &made.packet());
+            (made, observation)
+        }
+    }
+}
