@@ -3,11 +3,12 @@
 //! textbook. One line per segment, its arrow pointing the way it went:
 //!
 //! ```text
-//!       Time  Frame 127.0.0.1:40000                          127.0.0.1:12000  Marks
-//!   0.000000      1 |─ SYN seq=0 len=0 ───────────────────────────────▶|
-//!   0.000012      2 |◀────────────────────── SYN, ACK seq=0 ack=1 len=0 ─|
-//!   0.000020      3 |─ ACK seq=1 ack=1 len=0 ─────────────────────────▶|
-//!   0.203100      9 |─ PSH, ACK seq=1 ack=1 len=5 ────────────────────▶| retransmission
+//!       Time  Frame 127.0.0.1:40000                    127.0.0.2:12000 Marks
+//!   0.000000      1 |─ SYN seq=0 len=0 ─────────────────────────────▶|
+//!   0.001000      2 |◀────────────────── SYN, ACK seq=0 ack=1 len=0 ─|
+//!   0.002000      3 |─ ACK seq=1 ack=1 len=0 ───────────────────────▶|
+//!   0.003000      4 |─ PSH, ACK seq=1 ack=1 len=5 ──────────────────▶|
+//!   0.004000      5 |─ PSH, ACK seq=1 ack=1 len=5 ──────────────────▶| retransmission
 //! ```
 //!
 //! Time is seconds since the capture's first frame; seq and ack are relative (the
@@ -140,20 +141,25 @@ fn fit(text: &str, max: usize) -> String {
     }
 }
 
-/// The two header lines: which stream, and the column titles with each endpoint
-/// above its bar.
+/// The header: which stream (endpoints on lines of their own if one line would be too
+/// wide), what the numbers mean, and the column titles with each endpoint above its bar.
 pub fn header(stream: u64, client: SocketAddr, server: SocketAddr) -> String {
+    let mut text = format!("TCP stream {stream}: client {client} ⇄ server {server}\n");
+    if text.chars().count() > LINE_WIDTH + 1 {
+        text = format!("TCP stream {stream}:\n  client {client}\n  server {server}\n");
+    }
+    text.push_str("Time in seconds since the capture's first frame; seq and ack relative.\n");
     let left = fit(&client.to_string(), MAX_ADDRESS_WIDTH);
     let right = fit(&server.to_string(), MAX_ADDRESS_WIDTH);
     // The client's address starts over its bar, the server's ends over its bar.
     let gap = ARROW_WIDTH + 2 - left.chars().count() - right.chars().count();
-    format!(
-        "TCP stream {stream}: client {client} ⇄ server {server} (time: s since the first \
-         frame; seq/ack relative)\n{:>TIME_WIDTH$} {:>FRAME_WIDTH$} {left}{}{right} Marks\n",
+    text.push_str(&format!(
+        "{:>TIME_WIDTH$} {:>FRAME_WIDTH$} {left}{}{right} Marks\n",
         "Time",
         "Frame",
         " ".repeat(gap),
-    )
+    ));
+    text
 }
 
 /// The label on an arrow: flags, relative seq and ack, payload length.
@@ -256,4 +262,158 @@ pub fn arrow_json(
         "len": info.len,
         "marks": marks_names(info),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::packet::tcp_flags::{ACK, FIN, PSH, SYN};
+    use crate::capture::views::hand_made::{Connection, CLIENT_ISN, SERVER_ISN};
+
+    /// Runs segments (from_client, flags, seq, ack, payload length) through the
+    /// analyzer and a ladder of stream 0, and returns what the ladder wrote.
+    fn draw(json: bool, segments: &[(bool, u16, u32, u32, usize)]) -> String {
+        let mut connection = Connection::new();
+        let mut view = LadderView::new(0, json);
+        let mut out = Vec::new();
+        for &(from_client, flags, seq, ack, len) in segments {
+            let payload = vec![b'x'; len];
+            let (made, observation) = connection.segment(from_client, flags, seq, ack, &payload);
+            view.observe(&made.frame, &made.packet(), &observation, &mut out)
+                .expect("write to a Vec");
+        }
+        view.finish(&mut out).expect("write to a Vec");
+        String::from_utf8(out).expect("the ladder is UTF-8")
+    }
+
+    const C: u32 = CLIENT_ISN;
+    const S: u32 = SERVER_ISN;
+
+    /// Handshake, a request, its reply, a four-way close.
+    const EXCHANGE: [(bool, u16, u32, u32, usize); 9] = [
+        (true, SYN, C, 0, 0),
+        (false, SYN | ACK, S, C + 1, 0),
+        (true, ACK, C + 1, S + 1, 0),
+        (true, PSH | ACK, C + 1, S + 1, 5),
+        (false, PSH | ACK, S + 1, C + 6, 5),
+        (true, FIN | ACK, C + 6, S + 6, 0),
+        (false, ACK, S + 6, C + 7, 0),
+        (false, FIN | ACK, S + 6, C + 7, 0),
+        (true, ACK, C + 7, S + 7, 0),
+    ];
+
+    #[test]
+    fn a_handshake_data_and_close_draw_one_arrow_each_in_its_direction() {
+        let text = draw(false, &EXCHANGE);
+        let expected = "\
+TCP stream 0: client 127.0.0.1:40000 ⇄ server 127.0.0.2:12000
+Time in seconds since the capture's first frame; seq and ack relative.
+      Time  Frame 127.0.0.1:40000                    127.0.0.2:12000 Marks
+  0.000000      1 |─ SYN seq=0 len=0 ─────────────────────────────▶|
+  0.001000      2 |◀────────────────── SYN, ACK seq=0 ack=1 len=0 ─|
+  0.002000      3 |─ ACK seq=1 ack=1 len=0 ───────────────────────▶|
+  0.003000      4 |─ PSH, ACK seq=1 ack=1 len=5 ──────────────────▶|
+  0.004000      5 |◀────────────────── PSH, ACK seq=1 ack=6 len=5 ─|
+  0.005000      6 |─ FIN, ACK seq=6 ack=6 len=0 ──────────────────▶|
+  0.006000      7 |◀─────────────────────── ACK seq=6 ack=7 len=0 ─|
+  0.007000      8 |◀────────────────── FIN, ACK seq=6 ack=7 len=0 ─|
+  0.008000      9 |─ ACK seq=7 ack=7 len=0 ───────────────────────▶|
+9 segments.
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn every_line_fits_and_the_bars_line_up() {
+        let text = draw(false, &EXCHANGE);
+        for line in text.lines() {
+            assert!(line.chars().count() <= LINE_WIDTH, "too wide: {line}");
+        }
+        for line in text.lines().skip(3).filter(|l| l.contains('|')) {
+            let bars: Vec<usize> = line
+                .chars()
+                .enumerate()
+                .filter(|(_, c)| *c == '|')
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(bars, [LEFT_BAR, LEFT_BAR + ARROW_WIDTH + 1], "{line}");
+        }
+    }
+
+    #[test]
+    fn marks_follow_the_arrow_and_wrap_within_the_width() {
+        let text = draw(
+            false,
+            &[
+                (true, SYN, C, 0, 0),
+                (false, SYN | ACK, S, C + 1, 0),
+                (true, ACK, C + 1, S + 1, 0),
+                (true, PSH | ACK, C + 1, S + 1, 5),
+                // The same data again: a retransmission.
+                (true, PSH | ACK, C + 1, S + 1, 5),
+                // Data after a hole the capture missed.
+                (true, PSH | ACK, C + 16, S + 1, 5),
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[7].ends_with("| retransmission"), "{}", lines[7]);
+        assert!(
+            lines[8].ends_with("| previous segment not captured"),
+            "{}",
+            lines[8]
+        );
+        assert_eq!(lines[9], "6 segments.");
+
+        let names: Vec<String> = ["retransmission", "out-of-order", "keep-alive"]
+            .map(String::from)
+            .to_vec();
+        let wrapped = wrap_marks(&names);
+        assert_eq!(wrapped, ["retransmission, out-of-order", "keep-alive"]);
+        assert!(wrapped
+            .iter()
+            .all(|line| line.chars().count() <= MARKS_WIDTH));
+    }
+
+    #[test]
+    fn a_missing_stream_says_so() {
+        let text = draw(false, &EXCHANGE[..1]);
+        let view = LadderView::new(3, false);
+        let mut out = Vec::new();
+        view.finish(&mut out).expect("write to a Vec");
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "No TCP stream 3 in this capture.\n"
+        );
+        assert!(text.ends_with("1 segments.\n"));
+    }
+
+    #[test]
+    fn json_has_one_object_per_arrow() {
+        let text = draw(true, &EXCHANGE[..2]);
+        let rows: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                json!({"stream": 0, "frame": 1, "time_s": 0.0, "direction": "c2s",
+                       "from": "127.0.0.1:40000", "to": "127.0.0.2:12000", "flags": "0x002",
+                       "flag_names": "SYN", "seq": 0, "ack": null, "len": 0, "marks": []}),
+                json!({"stream": 0, "frame": 2, "time_s": 0.001, "direction": "s2c",
+                       "from": "127.0.0.2:12000", "to": "127.0.0.1:40000", "flags": "0x012",
+                       "flag_names": "SYN, ACK", "seq": 0, "ack": 1, "len": 0, "marks": []}),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_labels_are_cut_to_fit_the_arrow() {
+        let label =
+            "FIN, SYN, RST, PSH, ACK, URG, ECE, CWR seq=4294967295 ack=4294967295 len=65535";
+        let drawn = arrow(Direction::ServerToClient, label);
+        assert_eq!(drawn.chars().count(), ARROW_WIDTH);
+        assert!(drawn.starts_with("◀─ FIN, SYN"));
+        assert!(drawn.ends_with("… ─"));
+    }
 }
