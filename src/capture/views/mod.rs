@@ -185,3 +185,81 @@ pub(crate) mod hand_made {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::hand_made::{Connection, CLIENT_ISN, SERVER_ISN};
+    use crate::capture::analyze::{Session, View};
+    use crate::capture::packet::tcp_flags::{ACK, PSH, SYN};
+    use crate::capture::packet::{Frame, LinkType, Packet};
+
+    /// Runs a short exchange through a [`Session`] showing `view`; returns its output.
+    fn run(view: View, json: bool) -> String {
+        let mut session =
+            Session::new(&view, json, false, LinkType::Ethernet).expect("every view is built in");
+        let mut connection = Connection::new();
+        let mut out = Vec::new();
+        let segments: [(bool, u16, u32, u32, &[u8]); 4] = [
+            (true, SYN, CLIENT_ISN, 0, b""),
+            (false, SYN | ACK, SERVER_ISN, CLIENT_ISN + 1, b""),
+            (true, PSH | ACK, CLIENT_ISN + 1, SERVER_ISN + 1, b"ping\n"),
+            (false, PSH | ACK, SERVER_ISN + 1, CLIENT_ISN + 6, b"pong\n"),
+        ];
+        for (from_client, flags, seq, ack, payload) in segments {
+            let (made, _) = connection.segment(from_client, flags, seq, ack, payload);
+            session
+                .observe(&made.frame, &made.packet(), &mut out)
+                .expect("write to a Vec");
+        }
+        // A frame that is not IP at all reaches the views too, and must not upset them.
+        let other = Frame {
+            number: 5,
+            time_us: 1_700_000_000_010_000,
+            data: &[],
+            wire_len: 0,
+        };
+        session
+            .observe(&other, &Packet::default(), &mut out)
+            .expect("write to a Vec");
+        session.finish(&mut out).expect("write to a Vec");
+        String::from_utf8(out).expect("views write UTF-8")
+    }
+
+    #[test]
+    fn the_session_runs_follow_and_ladder() {
+        let follow = run(
+            View::Follow {
+                stream: 0,
+                hex: false,
+            },
+            false,
+        );
+        assert!(follow.ends_with("> ping\n< pong\n"), "{follow}");
+        let hex = run(
+            View::Follow {
+                stream: 0,
+                hex: true,
+            },
+            true,
+        );
+        assert_eq!(hex.lines().count(), 2);
+        assert!(hex.contains(r#""hex":"70696e670a""#), "{hex}");
+
+        let ladder = run(View::Ladder { stream: 0 }, false);
+        let arrows: Vec<&str> = ladder.lines().filter(|l| l.contains('|')).collect();
+        assert_eq!(arrows.len(), 4, "{ladder}");
+        assert!(arrows[0].contains("─ SYN seq=0 len=0 ─"));
+        assert!(ladder.ends_with("4 segments.\n"));
+    }
+
+    #[test]
+    fn the_session_runs_udp_and_forum() {
+        assert_eq!(run(View::Udp, false), "No UDP datagrams in this capture.\n");
+        assert_eq!(run(View::Udp, true), "");
+        let forum = run(View::Forum, false);
+        assert!(
+            forum.starts_with("No forum requests in this capture."),
+            "{forum}"
+        );
+    }
+}
