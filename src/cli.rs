@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use socklab::capture::analyze::{AnalyzeOptions, View};
 use socklab::echo::{BenchOptions, ClientOptions, ServerOptions, Transport};
 use socklab::output::{ColorMode, Verbosity};
 use socklab::units::{parse_duration, parse_size};
@@ -126,6 +127,9 @@ pub enum Command {
     /// rate), relaying TCP too.
     // Boxed: its many flags make it far larger than the other variants.
     Proxy(Box<ProxyArgs>),
+    /// Analyze a capture file (pcap or pcapng): summary, flows, handshakes, TCP segments
+    /// with Wireshark's analysis, UDP datagrams, forum traffic.
+    Analyze(AnalyzeArgs),
     /// Run a short guided demo on loopback: the forum (also through a lossy proxy), echo
     /// servers and clients, the load generator and the proxy.
     Demo(DemoArgs),
@@ -642,6 +646,94 @@ pub struct DemoArgs {
     pub bench_duration: Duration,
 }
 
+/// The views of `socklab analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// Packets and bytes per protocol, duration, flows, notable events.
+    Summary,
+    /// One row per TCP connection and UDP conversation (Zeek's conn_state, history).
+    Flows,
+    /// Per TCP connection: the three-way handshake and the teardown.
+    Handshakes,
+    /// One row per TCP segment with Wireshark's analysis and the RTT estimator.
+    Tcp,
+    /// One row per UDP datagram, request/reply pairs.
+    Udp,
+    /// The byte stream of one TCP connection, as Wireshark's Follow Stream.
+    Follow,
+    /// A sequence diagram of one TCP connection.
+    Ladder,
+    /// socklab forum requests, replies and transfers.
+    Forum,
+}
+
+/// `socklab analyze`
+#[derive(Debug, Args)]
+#[command(after_help = ANALYZE_AFTER_HELP)]
+pub struct AnalyzeArgs {
+    /// The capture file (pcap or pcapng, e.g. written by `socklab capture -w`).
+    pub file: PathBuf,
+    /// What to show.
+    #[arg(value_enum, default_value_t = ViewArg::Summary)]
+    pub view: ViewArg,
+    /// The TCP stream number (see the flows view): optional for tcp, required for
+    /// follow and ladder.
+    #[arg(required_if_eq_any([("view", "follow"), ("view", "ladder")]))]
+    pub stream: Option<u64>,
+    /// Read only packets matching this BPF filter (e.g. "tcp port 12000").
+    #[arg(short = 'f', long = "filter", value_name = "BPF")]
+    pub filter: Option<String>,
+    /// One JSON object per row (JSON Lines) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Add plain-language notes for students under the tables.
+    #[arg(long, conflicts_with = "json")]
+    pub explain: bool,
+    /// follow: a hex dump instead of text.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+impl AnalyzeArgs {
+    /// The library's options.
+    pub fn options(&self) -> AnalyzeOptions {
+        let view = match self.view {
+            ViewArg::Summary => View::Summary,
+            ViewArg::Flows => View::Flows,
+            ViewArg::Handshakes => View::Handshakes,
+            ViewArg::Tcp => View::Tcp {
+                stream: self.stream,
+            },
+            ViewArg::Udp => View::Udp,
+            // clap requires STREAM for these two (required_if_eq_any above).
+            ViewArg::Follow => View::Follow {
+                stream: self.stream.unwrap_or_default(),
+                hex: self.hex,
+            },
+            ViewArg::Ladder => View::Ladder {
+                stream: self.stream.unwrap_or_default(),
+            },
+            ViewArg::Forum => View::Forum,
+        };
+        AnalyzeOptions {
+            path: self.file.clone(),
+            view,
+            filter: self.filter.clone(),
+            json: self.json,
+            explain: self.explain,
+        }
+    }
+}
+
+/// The end of `socklab analyze --help`.
+const ANALYZE_AFTER_HELP: &str = "\
+Examples:
+  socklab analyze echo.pcap                    summary: protocols, flows, events
+  socklab analyze echo.pcap flows              one row per connection/conversation
+  socklab analyze echo.pcap handshakes --explain
+  socklab analyze echo.pcap tcp 0              segments of tcp.stream 0
+  socklab analyze big.pcap flows --json -f \"tcp port 12000\"";
+
 /// The end of `socklab proxy --help`: directions, order, examples.
 const PROXY_AFTER_HELP: &str = "\
 Each UDP impairment applies to both directions, or to one with a prefix: c2s: (client to
@@ -692,6 +784,57 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn analyze_views_and_streams() {
+        let cli = Cli::try_parse_from(["socklab", "analyze", "x.pcap"]).unwrap();
+        let Command::Analyze(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let opts = args.options();
+        assert_eq!(
+            (opts.view, opts.json, opts.filter),
+            (View::Summary, false, None)
+        );
+
+        let cli = Cli::try_parse_from([
+            "socklab",
+            "analyze",
+            "x.pcap",
+            "tcp",
+            "3",
+            "--json",
+            "-f",
+            "tcp port 80",
+        ])
+        .unwrap();
+        let Command::Analyze(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let opts = args.options();
+        assert_eq!(opts.view, View::Tcp { stream: Some(3) });
+        assert_eq!(opts.filter.as_deref(), Some("tcp port 80"));
+        assert!(opts.json);
+
+        let cli =
+            Cli::try_parse_from(["socklab", "analyze", "x.pcap", "follow", "2", "--hex"]).unwrap();
+        let Command::Analyze(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(
+            args.options().view,
+            View::Follow {
+                stream: 2,
+                hex: true
+            }
+        );
+
+        for view in ["follow", "ladder"] {
+            let err = Cli::try_parse_from(["socklab", "analyze", "x.pcap", view]).unwrap_err();
+            assert!(err.to_string().contains("STREAM"), "{err}");
+        }
+        assert!(Cli::try_parse_from(["socklab", "analyze", "x.pcap", "nosuch"]).is_err());
     }
 
     #[test]

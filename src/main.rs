@@ -18,7 +18,7 @@ use cli::{Cli, Command, EchoCommand, FileCommand, ForumCommand, ProxyArgs};
 use socklab::echo::{self, ClientOptions, ServerOptions, Transport};
 use socklab::output::{self, Reporter, Verbosity};
 use socklab::proxy::{self, config::ProxyConfig};
-use socklab::{demo, file, forum, net};
+use socklab::{capture, demo, file, forum, net};
 
 /// What a successful run concluded.
 enum Outcome {
@@ -139,6 +139,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::File(command) => run_file(command, verbosity).await,
         Command::Forum(command) => run_forum(command, verbosity).await,
         Command::Proxy(args) => run_proxy(*args, verbosity).await,
+        Command::Analyze(args) => run_analyze(&args),
         Command::Demo(args) => {
             demo::run(&args.bench_duration, stdout_reporter(verbosity)).await?;
             Ok(Outcome::Success)
@@ -318,6 +319,18 @@ async fn run_forum(command: ForumCommand, verbosity: Verbosity) -> Result<Outcom
             })
         }
     }
+}
+
+/// `socklab analyze`: reading a file is blocking work, done on tokio's blocking pool.
+fn run_analyze(args: &cli::AnalyzeArgs) -> Result<Outcome> {
+    let options = args.options();
+    let mut out = io::BufWriter::new(QuietPipe(io::stdout()));
+    let outcome = tokio::task::block_in_place(|| capture::analyze::analyze(&options, &mut out))?;
+    out.flush()?;
+    for warning in &outcome.warnings {
+        eprintln!("socklab: warning: {warning}");
+    }
+    Ok(Outcome::Success)
 }
 
 /// Standard output for the forum client: a reader that went away (`| head`) ends the

@@ -22,9 +22,9 @@ use serde_json::Value;
 
 use super::flows::{Analyzer, Observation, Report};
 use super::packet::{Frame, LinkType, Packet, Transport};
-use super::render;
 use super::tcp::SegmentInfo;
 use super::views::{follow, forum, ladder, udp, FrameView};
+use super::{dissect, reader, render, CaptureError};
 use crate::output::table;
 
 /// The `tcp` table keeps at most this many rows; beyond, it says how many it left out
@@ -111,6 +111,47 @@ impl std::fmt::Display for UnsupportedView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "the `{}` view is not available in this build", self.0)
     }
+}
+
+/// Reads the capture `opts.path` and writes the chosen view to `out`.
+///
+/// A truncated file is not an error: the view covers the frames before the cut, and
+/// the outcome carries a warning for stderr.
+///
+/// # Errors
+/// The file cannot be opened or read, the filter does not compile, the view is not
+/// available here, or writing to `out` fails.
+pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutcome, CaptureError> {
+    let mut capture = reader::open(&opts.path, opts.filter.as_deref())?;
+    let link = capture.link_type();
+    let mut session =
+        Session::new(&opts.view, opts.json, opts.explain, link).map_err(|unsupported| {
+            CaptureError::Unsupported {
+                what: unsupported.to_string(),
+            }
+        })?;
+    let write_error = |source| CaptureError::Io {
+        what: "cannot write the analysis".to_string(),
+        source,
+    };
+    let mut warnings = Vec::new();
+    loop {
+        match capture.next_frame() {
+            Ok(Some(frame)) => {
+                let packet = dissect::dissect(link, &frame);
+                session.observe(&frame, &packet, out).map_err(write_error)?;
+            }
+            Ok(None) => break,
+            Err(truncated @ CaptureError::Truncated { .. }) => {
+                warnings.push(format!("{truncated}; showing the frames before it"));
+                break;
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let frames = session.frames();
+    session.finish(out).map_err(write_error)?;
+    Ok(AnalyzeOutcome { frames, warnings })
 }
 
 /// One analysis in progress: feed it frames, then finish it. Kept apart from file
@@ -291,4 +332,197 @@ fn write_all_json(out: &mut dyn Write, values: &[Value]) -> io::Result<()> {
         write_json(out, value)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::packet::{tcp_flags, IpInfo, TcpOptions, TcpSegment};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const ISN_C: u32 = 100;
+    const ISN_S: u32 = 900;
+
+    /// (from client?, ms, flags, seq, ack, len)
+    type Spec = (bool, i64, u16, u32, u32, u32);
+
+    fn conversation() -> Vec<Spec> {
+        let (s, a, f, p) = (
+            tcp_flags::SYN,
+            tcp_flags::ACK,
+            tcp_flags::FIN,
+            tcp_flags::PSH,
+        );
+        vec![
+            (true, 0, s, ISN_C, 0, 0),
+            (false, 1, s | a, ISN_S, ISN_C + 1, 0),
+            (true, 2, a, ISN_C + 1, ISN_S + 1, 0),
+            (true, 10, a | p, ISN_C + 1, ISN_S + 1, 5),
+            (false, 12, a | p, ISN_S + 1, ISN_C + 6, 5),
+            (true, 20, f | a, ISN_C + 6, ISN_S + 6, 0),
+            (false, 21, f | a, ISN_S + 6, ISN_C + 7, 0),
+            (true, 22, a, ISN_C + 7, ISN_S + 7, 0),
+        ]
+    }
+
+    fn run(view: View, json: bool, explain: bool) -> String {
+        let mut session = Session::new(&view, json, explain, LinkType::Ethernet).unwrap();
+        let mut out = Vec::new();
+        for (i, &(client, ms, flags, seq, ack, len)) in conversation().iter().enumerate() {
+            let (src, dst) = if client { (1, 2) } else { (2, 1) };
+            let (sport, dport) = if client {
+                (40_000, 12_000)
+            } else {
+                (12_000, 40_000)
+            };
+            let options = TcpOptions {
+                mss: (flags & tcp_flags::SYN != 0).then_some(65_495),
+                sack_permitted: flags & tcp_flags::SYN != 0,
+                ..TcpOptions::default()
+            };
+            let packet = Packet {
+                ip: Some(IpInfo {
+                    version: 4,
+                    src: IpAddr::V4(Ipv4Addr::new(127, 0, 0, src)),
+                    dst: IpAddr::V4(Ipv4Addr::new(127, 0, 0, dst)),
+                    protocol: 6,
+                    ttl: 64,
+                    header_len: 20,
+                    total_len: 40 + len,
+                    ident: 0,
+                    fragment: None,
+                }),
+                transport: Transport::Tcp(TcpSegment {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq,
+                    ack,
+                    flags,
+                    header_len: 20,
+                    window: 1000,
+                    options,
+                    payload_len: len,
+                    payload: &[],
+                    checksum: crate::capture::packet::Checksum::NotVerified,
+                }),
+                malformed: None,
+            };
+            let frame = Frame {
+                number: i as u64 + 1,
+                time_us: 1_000_000 + ms * 1000,
+                data: &[],
+                wire_len: 54 + len,
+            };
+            session.observe(&frame, &packet, &mut out).unwrap();
+        }
+        assert_eq!(session.frames(), 8);
+        session.finish(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn json_lines(text: &str) -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_view_is_built_in() {
+        for view in [
+            View::Summary,
+            View::Flows,
+            View::Handshakes,
+            View::Tcp { stream: None },
+            View::Udp,
+            View::Follow {
+                stream: 0,
+                hex: false,
+            },
+            View::Ladder { stream: 0 },
+            View::Forum,
+        ] {
+            let session = Session::new(&view, false, false, LinkType::Ethernet);
+            assert!(session.is_ok(), "{} refused", view.name());
+        }
+    }
+
+    #[test]
+    fn summary_counts_frames_and_flows() {
+        let rows = json_lines(&run(View::Summary, true, false));
+        assert_eq!(rows[0]["row"], "capture");
+        assert_eq!(rows[0]["frames"], 8);
+        assert_eq!(rows[0]["tcp_connections"], 1);
+        assert_eq!(rows[0]["duration_s"], 0.022);
+        let tcp = rows.iter().find(|r| r["protocol"] == "tcp").unwrap();
+        assert_eq!(tcp["bytes"], 54 * 8 + 10);
+        let table = run(View::Summary, false, true);
+        assert!(table.contains("8 frames, 442 bytes"), "{table}");
+        assert!(table.contains("Notes:"), "{table}");
+    }
+
+    #[test]
+    fn flows_row_has_state_history_and_counts() {
+        let rows = json_lines(&run(View::Flows, true, false));
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row["client"], "127.0.0.1:40000");
+        assert_eq!(row["server"], "127.0.0.2:12000");
+        assert_eq!(
+            (row["packets_c2s"].as_u64(), row["packets_s2c"].as_u64()),
+            (Some(5), Some(3))
+        );
+        assert_eq!(row["conn_state"], "SF");
+        assert_eq!(row["history"], "ShADdFf");
+        assert_eq!(row["retransmissions"], 0);
+        let table = run(View::Flows, false, false);
+        assert!(table.contains("ShADdFf") && table.contains("127.0.0.1:40000 → 127.0.0.2:12000"));
+    }
+
+    #[test]
+    fn handshakes_show_isn_checks_and_teardown() {
+        let rows = json_lines(&run(View::Handshakes, true, false));
+        let h = &rows[0];
+        assert_eq!(h["syn"]["seq_raw"], ISN_C);
+        assert_eq!(h["syn"]["flags"], "0x002");
+        assert_eq!(h["syn_ack"]["flags"], "0x012");
+        assert_eq!(h["syn_ack"]["ack_raw"], ISN_C + 1);
+        assert_eq!(h["syn_ack_acks_isn_plus_1"], true);
+        assert_eq!(h["ack_acks_isn_plus_1"], true);
+        assert_eq!(h["initial_rtt_ms"], 2.0);
+        assert_eq!(h["syn"]["options"]["mss"], 65_495);
+        assert_eq!(h["teardown"], "three-way");
+        let table = run(View::Handshakes, false, true);
+        assert!(table.contains("ack = ISN+1: ok"), "{table}");
+        assert!(
+            table.contains("100 (0)") && table.contains("901 (1)"),
+            "{table}"
+        );
+        assert!(table.contains("ack = 100 + 1 = 101"), "{table}");
+    }
+
+    #[test]
+    fn tcp_view_streams_rows_then_throughput() {
+        let rows = json_lines(&run(View::Tcp { stream: None }, true, false));
+        assert_eq!(rows.len(), 9, "8 segments and 1 throughput row");
+        assert_eq!(rows[3]["seq"], 1);
+        assert_eq!(rows[3]["len"], 5);
+        assert_eq!(rows[3]["time_s"], 0.01);
+        assert_eq!(rows[4]["acks_frame"], 4);
+        assert_eq!(rows[4]["sample_rtt_ms"], 2.0);
+        assert_eq!(rows[4]["estimated_rtt_ms"], 2.0);
+        assert_eq!(rows[4]["dev_rtt_ms"], 1.0);
+        assert_eq!(rows[8]["row"], "throughput");
+        assert_eq!(rows[8]["payload_bytes_c2s"], 5);
+        assert!(
+            run(View::Tcp { stream: Some(1) }, true, false)
+                .lines()
+                .count()
+                == 0
+        );
+        let table = run(View::Tcp { stream: Some(0) }, false, true);
+        assert!(
+            table.contains("Throughput") && table.contains("SampleRTT"),
+            "{table}"
+        );
+    }
 }

@@ -627,6 +627,10 @@ impl TcpConnection {
         *min = Some(min.map_or(info.scaled_window, |m| m.min(info.scaled_window)));
         self.update_handshake(direction, frame, segment);
         self.update_teardown(direction, frame, segment);
+        // Memory stays O(flows): a finished connection keeps no spare list capacity.
+        if segment.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            self.tracker.compact();
+        }
         if checksum_bad {
             // Zeek ignores a packet with a bad checksum apart from noting it.
             self.history.counted(direction, 'C');
@@ -722,19 +726,17 @@ impl TcpConnection {
                     h.last_syn_us = Some(frame.time_us);
                 }
             }
-            (Direction::ServerToClient, f) if f == tcp_flags::SYN | tcp_flags::ACK => {
-                if h.syn_ack.is_none() {
-                    h.syn_ack = Some(HandshakeSegment::new(frame, segment));
-                    h.syn_to_syn_ack_us = h.last_syn_us.map(|syn| frame.time_us - syn);
-                }
+            (Direction::ServerToClient, f)
+                if f == tcp_flags::SYN | tcp_flags::ACK && h.syn_ack.is_none() =>
+            {
+                h.syn_ack = Some(HandshakeSegment::new(frame, segment));
+                h.syn_to_syn_ack_us = h.last_syn_us.map(|syn| frame.time_us - syn);
             }
-            (Direction::ClientToServer, tcp_flags::ACK) => {
-                if h.ack.is_none() {
-                    if let Some(syn_ack) = h.syn_ack {
-                        h.ack = Some(HandshakeSegment::new(frame, segment));
-                        h.syn_ack_to_ack_us = Some(frame.time_us - syn_ack.time_us);
-                        h.initial_rtt_us = self.tracker.initial_rtt_us();
-                    }
+            (Direction::ClientToServer, tcp_flags::ACK) if h.ack.is_none() => {
+                if let Some(syn_ack) = h.syn_ack {
+                    h.ack = Some(HandshakeSegment::new(frame, segment));
+                    h.syn_ack_to_ack_us = Some(frame.time_us - syn_ack.time_us);
+                    h.initial_rtt_us = self.tracker.initial_rtt_us();
                 }
             }
             _ => {}
@@ -1442,7 +1444,10 @@ mod tests {
         cap.tcp(c(10.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
         cap.tcp(s(11.0, A, SERVER_ISN + 1, CLIENT_ISN + 101, 0));
         let again = cap.tcp(c(300.0, A, CLIENT_ISN + 1, SERVER_ISN + 1, 100));
-        assert_eq!(marks_of(&again), ["retransmission", "spurious retransmission"]);
+        assert_eq!(
+            marks_of(&again),
+            ["retransmission", "spurious retransmission"]
+        );
     }
 
     #[test]

@@ -764,7 +764,7 @@ pub fn tcp_notes(connections: &[&TcpConnection], first_rtt: Option<(u64, Segment
         if let Some(r) = info.rtt {
             let _ = writeln!(
                 notes,
-                "- SampleRTT = time from a segment to its ACK (first: frame {frame}, {} ms). EstimatedRTT = 7/8 EstimatedRTT + 1/8 SampleRTT, starting at the first sample; DevRTT = 3/4 DevRTT + 1/4 |SampleRTT - EstimatedRTT|, starting at SampleRTT/2; TimeoutInterval = EstimatedRTT + 4 DevRTT ({} ms here). Retransmitted segments give no sample (Karn's rule).",
+                "- SampleRTT = time from a segment to its ACK (first: frame {frame}, {} ms). EstimatedRTT = 7/8 EstimatedRTT + 1/8 SampleRTT, starting at the first sample; DevRTT = 3/4 DevRTT + 1/4 |SampleRTT - EstimatedRTT|, starting at SampleRTT/2; TimeoutInterval = EstimatedRTT + 4 DevRTT ({} ms here). Each direction's data has its own estimator. Retransmitted segments give no sample (Karn's rule).",
                 millis(r.sample_us),
                 millis_f(r.timeout_us())
             );

@@ -415,6 +415,14 @@ impl TcpTracker {
                 .is_some_and(|base| base != segment.seq)
     }
 
+    /// Gives back spare room in the lists of unacknowledged segments (a closed
+    /// connection rarely sends more), without forgetting anything.
+    pub fn compact(&mut self) {
+        for side in &mut self.sides {
+            side.unacked.shrink_to_fit();
+        }
+    }
+
     /// Releases the memory of segments still waiting for an ACK (the connection is
     /// over); the marks of later segments may then miss `acks_frame`.
     pub fn shrink(&mut self) {
@@ -738,4 +746,74 @@ struct Analysis {
     acks_frame: Option<u64>,
     ack_rtt_us: Option<i64>,
     rtt: Option<RttEstimate>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_comparisons_wrap_at_two_to_the_32() {
+        assert!(seq_lt(1, 2) && seq_gt(2, 1) && seq_le(2, 2));
+        // 0xFFFF_FFF0 is just before 0x10 once the counter wraps.
+        assert!(seq_lt(0xFFFF_FFF0, 0x10));
+        assert!(seq_gt(0x10, 0xFFFF_FFF0));
+        assert!(!seq_gt(5, 5));
+    }
+
+    #[test]
+    fn marks_are_named_like_wireshark() {
+        let marks = Marks::RETRANSMISSION | Marks::FAST_RETRANSMISSION;
+        assert_eq!(
+            marks.names().collect::<Vec<_>>(),
+            ["retransmission", "fast retransmission"]
+        );
+        assert!(marks.is_problem());
+        assert!(!Marks::WINDOW_UPDATE.is_problem());
+        assert!(Marks::NONE.is_empty());
+        assert!(marks.intersects(Marks::ANY_RETRANSMISSION));
+        assert_eq!(
+            Direction::ClientToServer.reverse(),
+            Direction::ServerToClient
+        );
+    }
+
+    #[test]
+    fn estimator_starts_at_the_sample_and_half_of_it() {
+        let mut estimator = RttEstimator::default();
+        let first = estimator.update(8_000);
+        assert_eq!((first.estimated_us, first.dev_us), (8_000.0, 4_000.0));
+        assert_eq!(first.timeout_us(), 24_000.0);
+        // DevRTT uses the old estimate: 3/4 * 4000 + 1/4 * |16000 - 8000| = 5000.
+        let second = estimator.update(16_000);
+        assert_eq!((second.estimated_us, second.dev_us), (9_000.0, 5_000.0));
+    }
+
+    #[test]
+    fn a_wrapping_connection_keeps_relative_numbers_small() {
+        let mut tracker = TcpTracker::new();
+        let syn = TcpSegment {
+            seq: u32::MAX - 1,
+            flags: tcp_flags::SYN,
+            window: 100,
+            ..TcpSegment::default()
+        };
+        let info = tracker.analyze(0, Direction::ClientToServer, 1, 0, &syn);
+        assert_eq!((info.rel_seq, info.rel_next_seq), (0, 1));
+        let data = TcpSegment {
+            seq: u32::MAX,
+            ack: 77,
+            flags: tcp_flags::ACK,
+            window: 100,
+            payload_len: 10,
+            ..TcpSegment::default()
+        };
+        let info = tracker.analyze(0, Direction::ClientToServer, 2, 10, &data);
+        assert_eq!((info.rel_seq, info.rel_next_seq), (1, 11));
+        assert!(info.marks.is_empty(), "{:?}", info.marks);
+        assert_eq!(
+            tracker.base_seq(Direction::ClientToServer),
+            Some(u32::MAX - 1)
+        );
+    }
 }

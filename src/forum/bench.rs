@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -108,6 +108,10 @@ pub struct ForumBenchReport {
     pub posts_duplicated: u64,
     /// The UDP echo floor with as many clients, measured in the same run.
     pub echo_floor: BenchReport,
+    /// fsyncs the server's store made over the whole run (warm-up included).
+    pub fsyncs: u64,
+    /// Group commits (batches with something to make durable) over the whole run.
+    pub group_commits: u64,
 }
 
 impl ForumBenchReport {
@@ -154,7 +158,7 @@ pub async fn bench(options: &ForumBenchOptions) -> Result<ForumBenchReport, Foru
     let dir = TempDir::new()?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
 
-    let (server_addr, stop_server) = start_server(dir.path())?;
+    let (server_addr, stop_server, store) = start_server(dir.path())?;
     let (target, stop_proxy) = match options.loss {
         Some(loss) => {
             let (addr, stop) = start_proxy(server_addr, loss, options.seed)?;
@@ -194,7 +198,10 @@ pub async fn bench(options: &ForumBenchOptions) -> Result<ForumBenchReport, Foru
     }
     let _ = stop_server.send(());
 
-    let report = summarise(options, clients, results, dir.path(), echo_floor)?;
+    let mut report = summarise(options, clients, results, dir.path(), echo_floor)?;
+    let stats = store.lock().unwrap_or_else(PoisonError::into_inner).stats();
+    report.fsyncs = stats.fsyncs;
+    report.group_commits = stats.syncs;
     Ok(report)
 }
 
@@ -344,9 +351,11 @@ fn bench_error(server: SocketAddr, text: &str) -> ForumError {
     }
 }
 
-/// Starts a forum server on its own thread; returns its address and its stop switch.
-fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumError> {
-    let store = Store::open(dir)?;
+/// Starts a forum server on its own thread; returns its address, its stop switch and
+/// its store.
+fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>, SharedStore), ForumError> {
+    let store = Arc::new(Mutex::new(Store::open(dir)?));
+    let shared = Arc::clone(&store);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     spawn_named("forum-server", move || {
@@ -377,7 +386,7 @@ fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumEr
                 what: "the server's socket".into(),
                 cause,
             }));
-            let _ = server::serve(
+            let _ = server::serve_shared(
                 udp,
                 tcp,
                 store,
@@ -395,8 +404,11 @@ fn start_server(dir: &Path) -> Result<(SocketAddr, oneshot::Sender<()>), ForumEr
         what: "the bench's forum server".into(),
         cause: std::io::Error::other("it stopped before it was ready"),
     })??;
-    Ok((addr, stop_tx))
+    Ok((addr, stop_tx, shared))
 }
+
+/// The server's store, also held by the bench to read its counts.
+type SharedStore = Arc<Mutex<Store>>;
 
 /// Starts `socklab proxy` with `loss` % each way in front of `upstream`, on its own
 /// thread; returns its address and its stop switch.
@@ -580,6 +592,8 @@ fn summarise(
         posts_lost,
         posts_duplicated,
         echo_floor,
+        fsyncs: 0,
+        group_commits: 0,
     })
 }
 
@@ -619,13 +633,15 @@ pub fn render(report: &ForumBenchReport) -> String {
         )
     };
     format!(
-        "{table}\nloss {}% each way (seed {}), {:.1} s measured, {} retransmissions\nposts confirmed {}, found in the thread files {}: {verdict}",
+        "{table}\nloss {}% each way (seed {}), {:.1} s measured, {} retransmissions\nposts confirmed {}, found in the thread files {}: {verdict}\nstore: {} fsyncs for {} group commits (whole run)",
         report.loss_percent,
         report.seed,
         report.duration_s,
         report.retransmissions,
         report.posts_confirmed,
         report.posts_found,
+        report.fsyncs,
+        report.group_commits,
     )
 }
 

@@ -137,6 +137,23 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> Result<(), ForumError> {
     let store = Arc::new(Mutex::new(store));
+    serve_shared(udp, tcp, store, options, log, diag, shutdown).await
+}
+
+/// [`serve`] with a store the caller keeps a handle to, to read its
+/// [`Store::stats`] afterwards (`forum bench` reports its fsyncs).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_shared(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    store: Arc<Mutex<Store>>,
+    options: ServerOptions,
+    log: Reporter,
+    diag: Reporter,
+    shutdown: impl Future,
+) -> Result<(), ForumError> {
     let grants: Grants = Arc::default();
     let transfers = tokio::spawn(transfer::serve_transfers(
         tcp,

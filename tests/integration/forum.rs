@@ -27,6 +27,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socklab::forum::store::is_log_name;
 use tempfile::TempDir;
 
 use crate::util::{run_with_input, socklab, stdout, Server};
@@ -173,7 +174,8 @@ fn line_count(text: &str) -> usize {
     text.lines().count()
 }
 
-/// Every entry in `dir`, hidden ones too, sorted.
+/// Every entry in `dir`, hidden ones too, sorted; but not the store's write-ahead log,
+/// which is there while the server runs.
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("read a directory")
@@ -184,6 +186,7 @@ fn names_in(dir: &Path) -> Vec<String> {
                 .into_string()
                 .expect("names are UTF-8")
         })
+        .filter(|name| !is_log_name(name))
         .collect();
     names.sort();
     names

@@ -4,10 +4,12 @@
 //! Every test binds port 0 (or asks our servers to, and reads the port they print),
 //! puts a timeout on every wait, and talks only to 127.0.0.1.
 
+mod analyze;
 mod cli;
 mod echo;
 mod file;
 mod forum;
 mod forum_robust;
 mod proxy;
+mod scenarios;
 mod util;

@@ -8,7 +8,6 @@
 
 #![allow(dead_code)] // the integration test and a scratch tool use different parts
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 
 use etherparse::{PacketBuilder, TcpOptionElement};
@@ -50,7 +49,15 @@ pub struct Seg {
 }
 
 impl Seg {
-    pub fn new(from_client: bool, client_port: u16, time_us: u64, flags: u16, seq: u32, ack: u32, len: usize) -> Seg {
+    pub fn new(
+        from_client: bool,
+        client_port: u16,
+        time_us: u64,
+        flags: u16,
+        seq: u32,
+        ack: u32,
+        len: usize,
+    ) -> Seg {
         Seg {
             from_client,
             client_port,
@@ -159,19 +166,46 @@ struct Conn {
 
 impl Conn {
     fn new(port: u16, base_ms: u64) -> Conn {
-        Conn { port, base_us: base_ms * 1000, segs: Vec::new() }
+        Conn {
+            port,
+            base_us: base_ms * 1000,
+            segs: Vec::new(),
+        }
     }
     /// Client segment: times in ms (fractions allowed), relative seq/ack.
     fn c(&mut self, ms: f64, flags: u16, seq: u32, ack: u32, len: usize) -> &mut Seg {
-        self.push(true, ms, flags, C_ISN.wrapping_add(seq), S_ISN.wrapping_add(ack), len)
+        self.push(
+            true,
+            ms,
+            flags,
+            C_ISN.wrapping_add(seq),
+            S_ISN.wrapping_add(ack),
+            len,
+        )
     }
     fn s(&mut self, ms: f64, flags: u16, seq: u32, ack: u32, len: usize) -> &mut Seg {
-        self.push(false, ms, flags, S_ISN.wrapping_add(seq), C_ISN.wrapping_add(ack), len)
+        self.push(
+            false,
+            ms,
+            flags,
+            S_ISN.wrapping_add(seq),
+            C_ISN.wrapping_add(ack),
+            len,
+        )
     }
-    fn push(&mut self, client: bool, ms: f64, flags: u16, seq: u32, ack: u32, len: usize) -> &mut Seg {
+    fn push(
+        &mut self,
+        client: bool,
+        ms: f64,
+        flags: u16,
+        seq: u32,
+        ack: u32,
+        len: usize,
+    ) -> &mut Seg {
         let time = self.base_us + (ms * 1000.0).round() as u64;
         let ack = if flags & ACK != 0 { ack } else { 0 };
-        self.segs.push(Seg::new(client, self.port, time, flags, seq, ack, len));
+        self.segs
+            .push(Seg::new(client, self.port, time, flags, seq, ack, len));
         self.segs.last_mut().expect("just pushed")
     }
     fn handshake(&mut self) {

@@ -1,7 +1,8 @@
 //! Tests of [`Store`] on real temporary directories: every command's success and
 //! refusals, persistence across `open`, hostile names, crash recovery (the partial
-//! states a crash can leave are built by hand, then `open` must finish the job) and
-//! group commit.
+//! states a crash can leave are built by hand, then `open` must finish the job), group
+//! commit and the write-ahead log (a power cut is simulated by cutting thread files
+//! back to what an fsync would have kept).
 
 use std::fs;
 use std::io::Write;
@@ -34,8 +35,18 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, StoreError>) -> Refusal {
     }
 }
 
-/// The names in `dir`, sorted.
+/// The names in `dir`, sorted, without the write-ahead log (its own tests look at it).
 fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = all_names_in(dir)
+        .into_iter()
+        .filter(|name| !is_log_name(name))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The names in `dir`, sorted, the log's too.
+fn all_names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
@@ -879,4 +890,282 @@ fn a_five_thousand_message_thread_reads_back() {
     assert_eq!(lines[0], "1 yoda: message 1");
     assert_eq!(lines[4999], "5000 yoda: message 5000");
     assert_eq!(store.stats().messages, 5000);
+}
+
+#[test]
+fn a_batch_of_posts_to_twenty_threads_costs_one_fsync() {
+    let (dir, mut store) = fresh();
+    for n in 0..20 {
+        store.create_thread(&format!("t{n}"), "yoda").unwrap();
+    }
+    store.sync().unwrap();
+    let (fsyncs, syncs) = (store.stats().fsyncs, store.stats().syncs);
+    for n in 0..20 {
+        store.post(&format!("t{n}"), "yoda", "hello").unwrap();
+    }
+    store.sync().unwrap();
+    assert_eq!(store.stats().fsyncs, fsyncs + 1, "only the log is fsynced");
+    assert_eq!(store.stats().syncs, syncs + 1);
+    let logs: Vec<String> = all_names_in(dir.path())
+        .into_iter()
+        .filter(|name| is_log_name(name))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+}
+
+// ----- the write-ahead log: power cuts -----
+
+/// The paths of the logs in `dir`.
+fn logs_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    all_names_in(dir)
+        .into_iter()
+        .filter(|name| is_log_name(name))
+        .map(|name| dir.join(name))
+        .collect()
+}
+
+/// Cuts `dir/name` to `len` bytes, as a power cut does to appends never fsynced.
+fn cut(dir: &Path, name: &str, len: usize) {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(name))
+        .unwrap();
+    file.set_len(len as u64).unwrap();
+}
+
+/// A store whose thread `t` got its lines in three batches (each synced, so in the log).
+fn posted() -> (TempDir, Store) {
+    let (dir, mut store) = fresh();
+    store.create_thread("t", "yoda").unwrap();
+    store.sync().unwrap();
+    store.post("t", "yoda", "first").unwrap();
+    store.post("t", "obiwan", "second").unwrap();
+    store.sync().unwrap();
+    store.post("t", "yoda", "third").unwrap();
+    store.sync().unwrap();
+    (dir, store)
+}
+
+const POSTED_T: &str = "yoda\n1 yoda: first\n2 obiwan: second\n3 yoda: third\n";
+
+#[test]
+fn appends_a_power_cut_lost_are_restored_from_the_log() {
+    // Every length the file could be cut back to, from nothing to all but one byte.
+    for len in 0..POSTED_T.len() {
+        let (dir, store) = posted();
+        drop(store);
+        cut(dir.path(), "t", len);
+        let store = open(dir.path());
+        assert_eq!(read_text(&dir.path().join("t")), POSTED_T, "cut to {len}");
+        assert_eq!(store.read("t").unwrap().len(), 3, "cut to {len}");
+        assert!(
+            store.warnings().iter().any(|w| w.starts_with("restored ")),
+            "cut to {len}: {:?}",
+            store.warnings()
+        );
+        assert!(
+            logs_in(dir.path()).is_empty(),
+            "the log is deleted after replay"
+        );
+    }
+}
+
+#[test]
+fn a_thread_whose_creation_was_lost_is_recreated() {
+    let (dir, store) = posted();
+    drop(store);
+    fs::remove_file(dir.path().join("t")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    assert_eq!(store.list(), ["t"]);
+}
+
+#[test]
+fn a_torn_append_is_cut_back_and_written_again() {
+    let (dir, store) = posted();
+    drop(store);
+    // The disk kept the length of the last append but zeros instead of its bytes, then
+    // a garbled half of a line after the second.
+    let second_end = POSTED_T.find("3 yoda").unwrap();
+    let mut torn = POSTED_T.as_bytes()[..second_end].to_vec();
+    torn.extend_from_slice(b"3 yo\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    fs::write(dir.path().join("t"), &torn).unwrap();
+    let store = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    assert_eq!(store.read("t").unwrap()[2], "3 yoda: third");
+}
+
+#[test]
+fn a_torn_log_tail_is_ignored() {
+    let (dir, mut store) = posted();
+    store.post("t", "yoda", "fourth").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let log = logs_in(dir.path()).pop().unwrap();
+    let bytes = fs::read(&log).unwrap();
+    // The cut tore the last record (the fourth post) and the file's last line.
+    let record = wal::Record::append("t", POSTED_T.len() as u64, b"4 yoda: fourth\n");
+    let torn_at = bytes.len() - record.encode().len() + 9;
+    fs::write(&log, &bytes[..torn_at]).unwrap();
+    cut(dir.path(), "t", POSTED_T.len() - 4);
+    let store = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    assert!(
+        store
+            .warnings()
+            .iter()
+            .any(|w| w.contains("record cut short")),
+        "{:?}",
+        store.warnings()
+    );
+}
+
+#[test]
+fn a_damaged_record_ends_the_log_and_nothing_after_it_is_applied() {
+    let (dir, mut store) = posted();
+    store.post("t", "yoda", "fourth").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let log = logs_in(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&log).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    fs::write(&log, &bytes).unwrap();
+    cut(dir.path(), "t", POSTED_T.len());
+    let store = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T, "no fourth post");
+    assert!(store
+        .warnings()
+        .iter()
+        .any(|w| w.contains("checksum does not match")));
+}
+
+#[test]
+fn a_barrier_keeps_old_appends_off_the_rewritten_file() {
+    // MSG, EDT, MSG; then the cut loses the file's tail.
+    let (dir, mut store) = fresh();
+    store.create_thread("t", "yoda").unwrap();
+    store.post("t", "yoda", "first").unwrap();
+    store.post("t", "yoda", "second").unwrap();
+    store.sync().unwrap();
+    store.edit("t", 1, "yoda", "FIRST, edited").unwrap();
+    store.post("t", "yoda", "third").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let expected = "yoda\n1 yoda: FIRST, edited\n2 yoda: second\n3 yoda: third\n";
+    assert_eq!(read_text(&dir.path().join("t")), expected);
+    cut(
+        dir.path(),
+        "t",
+        expected.len() - "3 yoda: third\n".len() + 2,
+    );
+    let store = open(dir.path());
+    // Without the barrier, replaying `1 yoda: first` at its old offset would find
+    // `1 yoda: FIRST` there and cut the edited file back.
+    assert_eq!(read_text(&dir.path().join("t")), expected);
+    assert_eq!(store.stats().messages, 3);
+}
+
+#[test]
+fn a_barrier_keeps_a_removed_thread_removed_and_its_successor_restored() {
+    let (dir, mut store) = fresh();
+    store.create_thread("gone", "yoda").unwrap();
+    store.post("gone", "yoda", "bye").unwrap();
+    store.create_thread("t", "yoda").unwrap();
+    store.post("t", "yoda", "old").unwrap();
+    store.sync().unwrap();
+    store.remove("gone", "yoda").unwrap();
+    store.remove("t", "yoda").unwrap();
+    store.create_thread("t", "luke").unwrap();
+    store.post("t", "luke", "new").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    cut(dir.path(), "t", 0);
+    let store = open(dir.path());
+    assert_eq!(store.list(), ["t"], "{:?}", store.warnings());
+    assert_eq!(read_text(&dir.path().join("t")), "luke\n1 luke: new\n");
+}
+
+#[test]
+fn replay_is_idempotent() {
+    let (dir, store) = posted();
+    drop(store);
+    let logs: Vec<(std::path::PathBuf, Vec<u8>)> = logs_in(dir.path())
+        .into_iter()
+        .map(|path| {
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(!logs.is_empty());
+    cut(dir.path(), "t", 7);
+    let first = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    drop(first);
+    // A crash after the repair but before the logs were deleted: they come back.
+    for (path, bytes) in &logs {
+        fs::write(path, bytes).unwrap();
+    }
+    let second = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    assert!(second.warnings().is_empty(), "{:?}", second.warnings());
+    drop(second);
+    let third = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), POSTED_T);
+    assert!(logs_in(dir.path()).is_empty());
+    assert_eq!(third.stats().messages, 3);
+}
+
+#[test]
+fn an_upload_line_is_restored_and_its_journal_does_not_add_it_twice() {
+    let (dir, store) = with_thread();
+    drop(store);
+    assert_eq!(read_text(&dir.path().join("t")), THREAD_T);
+    cut(dir.path(), "t", "yoda\n1 yoda: first\n".len());
+    let store = open(dir.path());
+    assert_eq!(read_text(&dir.path().join("t")), THREAD_T);
+    assert_eq!(
+        store.download_path("t", "a.txt").unwrap(),
+        dir.path().join("t-a.txt")
+    );
+}
+
+#[test]
+fn a_checkpoint_syncs_the_threads_and_deletes_the_log() {
+    let (dir, mut store) = posted();
+    let generation = store.log.generation;
+    let before = store.stats().fsyncs;
+    store.checkpoint().unwrap();
+    assert!(logs_in(dir.path()).is_empty());
+    assert_eq!(store.stats().fsyncs, before + 2, "the thread file and DIR");
+    assert!(store.log.generation > generation);
+    store.post("t", "yoda", "fourth").unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        logs_in(dir.path()),
+        [dir.path().join(wal::log_name(store.log.generation))]
+    );
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.stats().messages, 4);
+    assert!(store.warnings().is_empty(), "{:?}", store.warnings());
+}
+
+#[test]
+fn a_full_log_is_checkpointed_in_the_background() {
+    let (dir, mut store) = posted();
+    let old = logs_in(dir.path());
+    assert_eq!(old.len(), 1);
+    // As if the log had grown to the limit.
+    store.log.len = wal::CHECKPOINT_BYTES;
+    store.post("t", "yoda", "fourth").unwrap();
+    store.sync().unwrap();
+    store.post("t", "yoda", "fifth").unwrap();
+    // Waits for the new generation's checkpoint, which runs after the older one.
+    store.checkpoint().unwrap();
+    assert!(!old[0].exists(), "the full log was deleted");
+    assert!(logs_in(dir.path()).is_empty());
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.stats().messages, 5);
 }
