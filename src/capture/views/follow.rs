@@ -489,7 +489,13 @@ impl FollowedStream {
                         }
                         let mut piece = String::new();
                         if open_line.is_none() {
-                            piece.push_str(prefix(chunk.direction));
+                            // An empty line is the bare marker, without a trailing space.
+                            let marker = prefix(chunk.direction);
+                            piece.push_str(if line.is_empty() {
+                                marker.trim_end()
+                            } else {
+                                marker
+                            });
                         }
                         piece.push_str(line);
                         text.push_str(&paint(&piece, chunk.direction, color));
