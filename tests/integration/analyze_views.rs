@@ -12,7 +12,7 @@ use etherparse::PacketBuilder;
 use serde_json::Value;
 
 use crate::scenarios::{self, ACK, FIN, PSH, SYN};
-use crate::util::{require_tool, run, socklab, stderr, stdout};
+use crate::util::{require_tool, run, socklab, stderr, stdout, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -298,4 +298,182 @@ fn strip_tshark_holes(raw: &[u8]) -> (Vec<u8>, Vec<(u64, u64)>) {
         }
     }
     (data, holes)
+}
+
+/// tcpdump recording loopback traffic into a file; killed when dropped.
+struct Recording {
+    child: std::process::Child,
+}
+
+impl Recording {
+    /// Starts `tcpdump -i lo -U -w file FILTER` and waits for its "listening on" line.
+    fn start(file: &Path, filter: &str) -> Recording {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-U", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let recording = Recording { child };
+        ready_rx
+            .recv_timeout(TIMEOUT)
+            .expect("tcpdump says it is listening");
+        recording
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the capture shows `stream`'s connection closed by both sides (Zeek's
+/// state SF in the flows view): the last packets may still be on their way to tcpdump.
+fn wait_for_close(file: &Path, stream: u64) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let output = run(
+            socklab().arg("analyze").arg(file).args(["flows", "--json"]),
+            TIMEOUT,
+        );
+        let closed = json_lines(&stdout(&output))
+            .iter()
+            .any(|row| row["stream"] == stream && row["conn_state"] == "SF");
+        if closed {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture never showed the close"
+        );
+        // No readiness signal tells when tcpdump has written a packet: poll.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn follow_and_ladder_on_a_recorded_echo_session() {
+    if !require_tool("tcpdump") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("echo.pcap");
+    let server = Server::start(
+        &["echo", "server", "--tcp", "--port", "0"],
+        "TCP echo server listening on",
+    );
+    let port = server.port();
+    let recording = Recording::start(&file, &format!("tcp port {port}"));
+    let client = run(
+        socklab()
+            .args(["echo", "client", "--tcp", "127.0.0.1", &port])
+            .args([
+                "--count",
+                "3",
+                "--interval",
+                "0",
+                "--message",
+                "hello {seq}",
+            ]),
+        TIMEOUT,
+    );
+    assert!(client.status.success(), "{}", stderr(&client));
+    wait_for_close(&file, 0);
+    drop(recording);
+
+    // The client's bytes come back unchanged, and tshark reads the same stream.
+    let (ours, holes) = socklab_follow(&file, 0);
+    assert!(holes.is_empty(), "{holes:?}");
+    let sent = String::from_utf8_lossy(&ours[0]).to_string();
+    for seq in 1..=3 {
+        assert!(sent.contains(&format!("hello {seq}")), "{sent:?}");
+    }
+    assert_eq!(ours[0], ours[1], "an echo server sends back what it got");
+    if require_tool("tshark") {
+        let (_, theirs) = tshark_follow(&file, 0);
+        assert_eq!(ours, theirs, "socklab vs tshark, per direction");
+    }
+
+    // The ladder starts with the handshake's three arrows.
+    let arrows = json_lines(&analyze(&file, &["ladder", "0", "--json"]));
+    let first: Vec<(&str, &str)> = arrows
+        .iter()
+        .take(3)
+        .map(|a| {
+            (
+                a["direction"].as_str().expect("a direction"),
+                a["flag_names"].as_str().expect("flag names"),
+            )
+        })
+        .collect();
+    assert_eq!(first, [("c2s", "SYN"), ("s2c", "SYN, ACK"), ("c2s", "ACK")]);
+    let text = analyze(&file, &["ladder", "0"]);
+    assert!(
+        text.lines().all(|line| line.chars().count() <= 100),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!("{} segments.\n", arrows.len())),
+        "{text}"
+    );
+}
+
+#[test]
+fn udp_view_on_a_recorded_udp_echo_session() {
+    if !require_tool("tcpdump") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("udp.pcap");
+    let server = Server::start(
+        &["echo", "server", "--udp", "--port", "0"],
+        "UDP echo server listening on",
+    );
+    let port = server.port();
+    let recording = Recording::start(&file, &format!("udp port {port}"));
+    let client = run(
+        socklab()
+            .args(["echo", "client", "--udp", "127.0.0.1", &port])
+            .args(["--count", "2", "--interval", "0", "--message", "ping {seq}"]),
+        TIMEOUT,
+    );
+    assert!(client.status.success(), "{}", stderr(&client));
+    // Four datagrams: two requests, two echoes.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let rows = loop {
+        let rows = json_lines(&analyze(&file, &["udp", "--json"]));
+        if rows.len() >= 4 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        // No readiness signal tells when tcpdump has written a packet: poll.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(recording);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[0]["dst_port"].as_u64(), port.parse().ok());
+    assert_eq!(rows[0]["answered_by"], rows[1]["frame"]);
+    assert_eq!(rows[1]["reply_to"], rows[0]["frame"]);
+    assert_eq!(
+        rows[0]["checksum"], "not verified",
+        "loopback leaves checksums to offload"
+    );
+    assert!(rows[0]["preview"]
+        .as_str()
+        .expect("a preview")
+        .contains("ping 1"));
 }
