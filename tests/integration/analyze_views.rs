@@ -22,6 +22,13 @@ const C_ISN: u32 = 1_000;
 const S_ISN: u32 = 700_000;
 const PA: u16 = PSH | ACK;
 
+/// A hand-made segment: client port, from the client?, flags, seq and ack as offsets
+/// from the sender's and the peer's ISN, payload.
+type Segment = (u16, bool, u16, u32, u32, &'static [u8]);
+
+/// A hole follow reported: direction (`c2s`/`s2c`), stream offset, length.
+type Hole = (String, u64, u64);
+
 /// One frame: Ethernet, IPv4, TCP with real checksums, `payload`.
 fn tcp_frame(
     client_port: u16,
@@ -59,8 +66,7 @@ fn tcp_frame(
 /// The hand-made capture: stream 0 exercises retransmission, reordering and overlap;
 /// stream 1 loses a client segment from the capture (the server acknowledges it).
 fn write_follow_cases(path: &Path) {
-    // (client port, from client, flags, seq offset from the sender's ISN, ack offset, payload)
-    let segments: [(u16, bool, u16, u32, u32, &[u8]); 21] = [
+    let segments: [Segment; 21] = [
         (40_000, true, SYN, 0, 0, b""),
         (40_000, false, SYN | ACK, 0, 1, b""),
         (40_000, true, ACK, 1, 1, b""),
@@ -128,7 +134,7 @@ fn from_hex(hex: &str) -> Vec<u8> {
 
 /// The bytes `socklab analyze FILE follow STREAM --json --hex` gives each way
 /// (client→server, server→client), and the holes it reports as (direction, offset, len).
-fn socklab_follow(file: &Path, stream: u64) -> ([Vec<u8>; 2], Vec<(String, u64, u64)>) {
+fn socklab_follow(file: &Path, stream: u64) -> ([Vec<u8>; 2], Vec<Hole>) {
     let mut bytes = [Vec::new(), Vec::new()];
     let mut holes = Vec::new();
     for chunk in json_lines(&analyze(
@@ -156,7 +162,7 @@ fn socklab_follow(file: &Path, stream: u64) -> ([Vec<u8>; 2], Vec<(String, u64, 
     (bytes, holes)
 }
 
-fn holes_before(holes: &[(String, u64, u64)], direction: &str) -> u64 {
+fn holes_before(holes: &[Hole], direction: &str) -> u64 {
     holes.iter().filter(|h| h.0 == direction).map(|h| h.2).sum()
 }
 
