@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::flows::{Analyzer, Observation, Report};
 use super::packet::{Frame, LinkType, Packet, Transport};
 use super::tcp::SegmentInfo;
-use super::views::{forum::ForumView, udp::UdpView};
+use super::views::{follow, forum, ladder, udp, FrameView};
 use super::{dissect, reader, render, CaptureError};
 use crate::output::table;
 
@@ -167,32 +167,31 @@ pub struct Session {
     tcp_rows_left_out: u64,
     /// The first segment with a K&R RTT sample, for the `--explain` notes.
     first_rtt: Option<(u64, SegmentInfo)>,
-    /// The per-datagram views of [`super::views`], which keep their own rows.
-    datagram_view: Option<DatagramView>,
-}
-
-/// The views that live in [`super::views`].
-enum DatagramView {
-    Udp(Box<UdpView>),
-    Forum(Box<ForumView>),
+    /// The udp, forum, follow or ladder view, which see every frame themselves.
+    frame_view: Option<FrameView>,
 }
 
 impl Session {
     /// A session for `view` on a capture of link type `link`.
     ///
     /// # Errors
-    /// [`UnsupportedView`] for views not built yet (follow, ladder).
+    /// [`UnsupportedView`] for a view this build does not render (none at present).
     pub fn new(
         view: &View,
         json: bool,
         explain: bool,
         link: LinkType,
     ) -> Result<Session, UnsupportedView> {
-        let datagram_view = match view {
+        let frame_view = match *view {
             View::Summary | View::Flows | View::Handshakes | View::Tcp { .. } => None,
-            View::Udp => Some(DatagramView::Udp(Box::default())),
-            View::Forum => Some(DatagramView::Forum(Box::default())),
-            other => return Err(UnsupportedView(other.name())),
+            View::Udp => Some(FrameView::Udp(udp::UdpView::new())),
+            View::Forum => Some(FrameView::Forum(forum::ForumView::new())),
+            View::Follow { stream, hex } => {
+                Some(FrameView::Follow(follow::FollowView::new(stream, hex)))
+            }
+            View::Ladder { stream } => {
+                Some(FrameView::Ladder(ladder::LadderView::new(stream, json)))
+            }
         };
         Ok(Session {
             view: view.clone(),
@@ -204,7 +203,7 @@ impl Session {
             tcp_rows: Vec::new(),
             tcp_rows_left_out: 0,
             first_rtt: None,
-            datagram_view,
+            frame_view,
         })
     }
 
@@ -226,10 +225,8 @@ impl Session {
         self.frames += 1;
         let first = *self.first_time_us.get_or_insert(frame.time_us);
         let observation = self.analyzer.observe(frame, packet);
-        match &mut self.datagram_view {
-            Some(DatagramView::Udp(view)) => view.observe(frame, packet),
-            Some(DatagramView::Forum(view)) => view.observe(frame, packet),
-            None => {}
+        if let Some(view) = &mut self.frame_view {
+            return view.observe(frame, packet, &observation, out);
         }
         let View::Tcp { stream } = self.view else {
             return Ok(());
@@ -270,6 +267,10 @@ impl Session {
     /// Writing to `out` failed.
     pub fn finish(self, out: &mut dyn Write) -> io::Result<Report> {
         let report = self.analyzer.finish();
+        if let Some(view) = self.frame_view {
+            view.finish(out, self.json, self.explain)?;
+            return Ok(report);
+        }
         match (&self.view, self.json) {
             (View::Summary, false) => {
                 out.write_all(render::summary_table(&report, self.explain).as_bytes())?
@@ -314,14 +315,7 @@ impl Session {
                     }
                 }
             }
-            (View::Udp | View::Forum, json) => match (&self.datagram_view, json) {
-                (Some(DatagramView::Udp(view)), false) => view.write_table(out, self.explain)?,
-                (Some(DatagramView::Udp(view)), true) => view.write_json(out)?,
-                (Some(DatagramView::Forum(view)), false) => view.write_table(out, self.explain)?,
-                (Some(DatagramView::Forum(view)), true) => view.write_json(out)?,
-                (None, _) => {}
-            },
-            // Session::new refuses every other view.
+            // The udp, forum, follow and ladder views returned above.
             (_, _) => {}
         }
         Ok(report)
@@ -433,16 +427,22 @@ mod tests {
     }
 
     #[test]
-    fn views_outside_this_module_are_refused() {
+    fn every_view_is_built_in() {
         for view in [
-            View::Ladder { stream: 0 },
+            View::Summary,
+            View::Flows,
+            View::Handshakes,
+            View::Tcp { stream: None },
+            View::Udp,
             View::Follow {
                 stream: 0,
                 hex: false,
             },
+            View::Ladder { stream: 0 },
+            View::Forum,
         ] {
-            let err = Session::new(&view, false, false, LinkType::Ethernet).err();
-            assert_eq!(err, Some(UnsupportedView(view.name())));
+            let session = Session::new(&view, false, false, LinkType::Ethernet);
+            assert!(session.is_ok(), "{} refused", view.name());
         }
     }
 

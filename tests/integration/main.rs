@@ -5,6 +5,7 @@
 //! puts a timeout on every wait, and talks only to 127.0.0.1.
 
 mod analyze;
+mod analyze_views;
 mod capture;
 mod cli;
 mod echo;
