@@ -770,8 +770,21 @@ fn summarize_options(options: &[TcpOption]) -> TcpOptions {
 
 /// Adds `bytes` as big-endian 16-bit words (an odd last byte padded with zero) to
 /// `sum`: the Internet checksum's one's-complement sum, folded later (RFC 1071).
+///
+/// The bulk is added eight bytes at a time, as two 32-bit halves: a 32-bit word is
+/// `high * 65536 + low`, and 65536 counts as 1 once the sum is folded (RFC 1071
+/// section 2(B), "byte order independence" and "parallel summation"), so the fold comes
+/// out the same as adding the 16-bit words one by one, about four times faster. The
+/// 64-bit sum cannot overflow: a segment has at most 2^14 such halves of < 2^32 each.
 fn add_words(mut sum: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(2);
+    let mut blocks = bytes.chunks_exact(8);
+    for block in &mut blocks {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(block);
+        let value = u64::from_be_bytes(eight);
+        sum += (value >> 32) + (value & 0xFFFF_FFFF);
+    }
+    let mut words = blocks.remainder().chunks_exact(2);
     for word in &mut words {
         if let [high, low] = *word {
             sum += u64::from(be16(high, low));
