@@ -10,4 +10,5 @@ mod file;
 mod forum;
 mod forum_robust;
 mod proxy;
+mod synth;
 mod util;
