@@ -133,6 +133,10 @@ pub enum Command {
     /// Analyze a capture file (pcap or pcapng): summary, flows, handshakes, TCP segments
     /// with Wireshark's analysis, UDP datagrams, forum traffic.
     Analyze(AnalyzeArgs),
+    /// Write a synthetic capture for exercises and benchmarks: thousands of TCP
+    /// connections (handshakes, data, loss and retransmissions, FINs) and UDP
+    /// request/reply flows, seeded.
+    Synth(SynthArgs),
     /// Run a short guided demo on loopback: the forum (also through a lossy proxy), echo
     /// servers and clients, the load generator and the proxy.
     Demo(DemoArgs),
@@ -683,6 +687,48 @@ impl From<&CaptureArgs> for socklab::capture::live::LiveOptions {
     }
 }
 
+/// `socklab synth`
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// The pcap file to write (replaced if it exists).
+    pub file: PathBuf,
+    /// Packets in the file, exactly.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub packets: u64,
+    /// Seed of every random choice: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub seed: u64,
+    /// Share of TCP data segments lost before the capture point (each is then
+    /// retransmitted), e.g. 1% (at most 50%).
+    #[arg(long, default_value = "1%", value_name = "PERCENT", value_parser = parse_loss)]
+    pub loss: f64,
+    /// Share of the packets that are UDP.
+    #[arg(long, default_value = "10%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub udp_share: f64,
+}
+
+impl From<&SynthArgs> for socklab::capture::synth::SynthOptions {
+    fn from(args: &SynthArgs) -> Self {
+        socklab::capture::synth::SynthOptions {
+            packets: args.packets,
+            seed: args.seed,
+            loss: args.loss / 100.0,
+            udp_share: args.udp_share / 100.0,
+            ..Default::default()
+        }
+    }
+}
+
+/// A loss percentage for `synth`: at most [`socklab::capture::synth::MAX_LOSS`].
+fn parse_loss(text: &str) -> Result<f64, String> {
+    let percent = parse_percent(text)?;
+    let max = socklab::capture::synth::MAX_LOSS * 100.0;
+    if percent > max {
+        return Err(format!("'{text}' is too much loss (use at most {max}%)"));
+    }
+    Ok(percent)
+}
+
 /// `socklab demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -1057,6 +1103,22 @@ mod tests {
             DIRECTION_KEYS.len() + PROXY_KEYS.len(),
             "a key has no flag"
         );
+    }
+
+    #[test]
+    fn synth_defaults_and_percentages() {
+        let cli = Cli::try_parse_from(["socklab", "synth", "x.pcap", "--loss", "2%"]).unwrap();
+        let Command::Synth(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        let options = socklab::capture::synth::SynthOptions::from(&args);
+        assert_eq!((options.packets, options.seed), (100_000, 1));
+        assert!((options.loss - 0.02).abs() < 1e-12);
+        assert!((options.udp_share - 0.1).abs() < 1e-12);
+        let err = Cli::try_parse_from(["socklab", "synth", "x.pcap", "--loss", "60%"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too much loss"), "{err}");
     }
 
     #[test]

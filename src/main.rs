@@ -141,6 +141,17 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::Proxy(args) => run_proxy(*args, verbosity).await,
         Command::Capture(args) => run_capture(&args, verbosity).await,
         Command::Analyze(args) => run_analyze(&args),
+        Command::Synth(args) => {
+            let options = socklab::capture::synth::SynthOptions::from(&args);
+            let summary = socklab::capture::synth::write_synthetic(&args.file, &options)?;
+            // The file is the result; the account of it goes to stderr, so stdout stays
+            // free for a pipeline.
+            eprintln!(
+                "{}",
+                socklab::capture::synth::render_summary(&args.file, &summary)
+            );
+            Ok(Outcome::Success)
+        }
         Command::Demo(args) => {
             demo::run(&args.bench_duration, stdout_reporter(verbosity)).await?;
             Ok(Outcome::Success)

@@ -20,6 +20,7 @@
 //! - [`live`]: `socklab capture`: capture on an interface, print one tcpdump-like line
 //!   per packet or write a pcap file.
 //! - [`views`]: what `socklab analyze` shows: one module per view.
+//! - [`synth`]: a seeded generator of realistic captures, for exercises and benchmarks.
 //!
 //! Every capture module reports failures as a [`CaptureError`], which names the file,
 //! filter or interface concerned.
@@ -31,6 +32,7 @@ pub mod live;
 pub mod packet;
 pub mod reader;
 pub mod render;
+pub mod synth;
 pub mod tcp;
 pub mod views;
 

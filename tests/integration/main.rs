@@ -14,4 +14,5 @@ mod forum;
 mod forum_robust;
 mod proxy;
 mod scenarios;
+mod synth;
 mod util;
