@@ -12,6 +12,7 @@ mod echo;
 mod file;
 mod forum;
 mod forum_robust;
+mod golden;
 mod proxy;
 mod scenarios;
 mod synth;
