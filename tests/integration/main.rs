@@ -13,6 +13,7 @@ mod file;
 mod forum;
 mod forum_robust;
 mod golden;
+mod lab04;
 mod proxy;
 mod scenarios;
 mod synth;
