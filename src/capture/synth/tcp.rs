@@ -25,9 +25,12 @@
 //! - FIN teardowns (four-way, three-way with FIN+ACK, or the server closing first) or a
 //!   RST from the client; and a few connections refused with RST at the SYN.
 //!
-//! The capture point also keeps the books a capture analyzer keeps (tshark's rules): a
-//! resent segment that starts below the highest sequence number already seen in its
-//! direction is a visible retransmission; one that fills a hole nobody saw looks new.
+//! Afterwards the packets are read in capture order and the books a capture analyzer
+//! keeps are kept (tshark's rules, [`account`]): a resent segment that starts below the
+//! highest sequence number already seen in its direction is a visible retransmission
+//! (spurious if the other side's last ACK already covers it, as happens when a resent
+//! segment crosses the ACK that makes it unnecessary); one that fills a hole nobody saw
+//! looks new.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -153,6 +156,12 @@ pub(crate) struct Segment {
     pub stream_offset: u64,
     /// Options.
     pub options: TcpOptionSet,
+    /// Sequence number relative to the sender's ISN (0 is the SYN), for the books.
+    rel_seq: u64,
+    /// Acknowledgment number relative to the receiver's ISN.
+    rel_ack: u64,
+    /// Why the segment was resent, if it was.
+    resend: Option<Cause>,
 }
 
 /// What the capture shows about one connection, for the summary.
@@ -184,7 +193,7 @@ pub(crate) struct ConnectionStats {
 
 /// Why a segment is being resent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Cause {
+pub(crate) enum Cause {
     /// Three duplicate ACKs.
     Fast,
     /// A partial ACK during fast recovery.
@@ -344,7 +353,63 @@ pub(crate) fn simulate(
     // Each direction is already in time order; merge them (stable: equal times keep the
     // order they were produced in).
     sim.packets.sort_by_key(|s| s.time_us);
-    (sim.packets, sim.stats)
+    let mut stats = account(&sim.packets);
+    stats.drops = sim.drops;
+    (sim.packets, stats)
+}
+
+/// Keeps the books a capture analyzer keeps (tshark's rules), over the packets in the
+/// order the capture point saw them: a segment sent earlier can reach it later than
+/// one from the other side, so this cannot be done while simulating.
+fn account(packets: &[Segment]) -> ConnectionStats {
+    let mut stats = ConnectionStats::default();
+    let mut tap = [TapDirection::default(); 2];
+    for packet in packets {
+        let side = usize::from(!packet.from_client);
+        let peer_last_ack = tap[1 - side].last_ack;
+        let this = &mut tap[side];
+        let space = u64::from(packet.len) + u64::from(packet.flags & (SYN | FIN) != 0);
+        let seq = packet.rel_seq;
+        if let Some(next) = this.next_seq {
+            if seq > next && packet.flags & RST == 0 {
+                stats.gaps += 1;
+            }
+            if space > 0 && seq < next {
+                stats.retransmissions += 1;
+                if packet.resend == Some(Cause::Fast) {
+                    stats.fast_retransmissions += 1;
+                } else if packet.len > 0
+                    && peer_last_ack.is_some_and(|ack| seq + u64::from(packet.len) <= ack)
+                {
+                    stats.spurious_retransmissions += 1;
+                }
+            } else if packet.resend.is_some() {
+                stats.unseen_retransmissions += 1;
+            }
+            if packet.len == 0
+                && packet.flags & (SYN | FIN | RST) == 0
+                && seq == next
+                && this.last_ack == Some(packet.rel_ack)
+            {
+                if this.last_window == packet.window {
+                    stats.duplicate_acks += 1;
+                } else {
+                    stats.window_updates += 1;
+                }
+            }
+        }
+        if this.next_seq.is_none_or(|next| seq + space > next) {
+            this.next_seq = Some(seq + space);
+        }
+        if packet.flags & ACK != 0 {
+            this.last_ack = Some(packet.rel_ack);
+        }
+        this.last_window = packet.window;
+        if packet.flags & RST != 0 {
+            stats.resets += 1;
+        }
+    }
+    stats
 }
 
 struct Simulation<'a> {
@@ -354,7 +419,6 @@ struct Simulation<'a> {
     next_order: u64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     ends: [Endpoint; 2],
-    tap: [TapDirection; 2],
     /// Cumulative end (relative sequence) of each request and each response.
     request_ends: Vec<u64>,
     response_ends: Vec<u64>,
@@ -362,7 +426,8 @@ struct Simulation<'a> {
     requests_done: usize,
     responses_done: usize,
     packets: Vec<Segment>,
-    stats: ConnectionStats,
+    /// Data segments dropped before the capture point.
+    drops: u64,
 }
 
 impl<'a> Simulation<'a> {
@@ -392,13 +457,12 @@ impl<'a> Simulation<'a> {
             next_order: 0,
             events: BinaryHeap::new(),
             ends: [new_end(), new_end()],
-            tap: [TapDirection::default(); 2],
             request_ends,
             response_ends,
             requests_done: 0,
             responses_done: 0,
             packets: Vec::new(),
-            stats: ConnectionStats::default(),
+            drops: 0,
         }
     }
 
@@ -487,7 +551,7 @@ impl<'a> Simulation<'a> {
         end.link_free_us = leave_at + (bits * 1_000_000).div_ceil(self.plan.link_bps[side]);
 
         if wire.len > 0 && self.plan.loss > 0.0 && self.rng.gen_bool(self.plan.loss) {
-            self.stats.drops += 1;
+            self.drops += 1;
             return;
         }
         let at_tap = leave_at + self.delay_to_tap(side);
@@ -496,8 +560,8 @@ impl<'a> Simulation<'a> {
         self.schedule(arrive_at, Event::Arrive { to: 1 - side, wire });
     }
 
-    /// The capture point sees `wire` from `side`: store the packet and keep tshark's
-    /// books.
+    /// The capture point sees `wire` from `side` at `at`: store the packet, with raw
+    /// sequence numbers (the books are kept afterwards, in capture order: [`account`]).
     fn record(
         &mut self,
         side: usize,
@@ -517,49 +581,6 @@ impl<'a> Simulation<'a> {
         } else {
             self.window_field(side)
         };
-        let peer_last_ack = self.tap[1 - side].last_ack;
-        let tap = &mut self.tap[side];
-        let occupies = wire.space() > 0;
-        if let Some(next) = tap.next_seq {
-            if wire.seq > next && wire.flags & RST == 0 {
-                self.stats.gaps += 1;
-            }
-            if occupies && wire.seq < next {
-                self.stats.retransmissions += 1;
-                if resend == Some(Cause::Fast) {
-                    self.stats.fast_retransmissions += 1;
-                } else if wire.len > 0
-                    && peer_last_ack.is_some_and(|ack| wire.seq + u64::from(wire.len) <= ack)
-                {
-                    self.stats.spurious_retransmissions += 1;
-                }
-            } else if resend.is_some() {
-                self.stats.unseen_retransmissions += 1;
-            }
-            if wire.len == 0
-                && wire.flags & (SYN | FIN | RST) == 0
-                && wire.seq == next
-                && tap.last_ack == Some(wire.ack)
-            {
-                if tap.last_window == window {
-                    self.stats.duplicate_acks += 1;
-                } else {
-                    self.stats.window_updates += 1;
-                }
-            }
-        }
-        let end = wire.seq + wire.space();
-        if tap.next_seq.is_none_or(|next| end > next) {
-            tap.next_seq = Some(end);
-        }
-        if wire.flags & ACK != 0 {
-            tap.last_ack = Some(wire.ack);
-        }
-        tap.last_window = window;
-        if wire.flags & RST != 0 {
-            self.stats.resets += 1;
-        }
-
         let other = 1 - side;
         let to_raw = |isn: u32, relative: u64| isn.wrapping_add(relative as u32);
         let options = match options {
@@ -594,6 +615,9 @@ impl<'a> Simulation<'a> {
             len: wire.len,
             stream_offset: wire.seq.saturating_sub(1),
             options,
+            rel_seq: wire.seq,
+            rel_ack: wire.ack,
+            resend,
         });
     }
 
@@ -763,6 +787,12 @@ impl<'a> Simulation<'a> {
             entry.lost = None;
             entry.transmissions += 1;
             entry.sent_us = now;
+            if index == 0 {
+                // Resending the oldest segment restarts the timer (as Linux does), or a
+                // timer started long before would fire right after a fast
+                // retransmission and send the same segment again.
+                self.arm_rto(side);
+            }
             self.send_segment(side, start, stop, fin, cause);
         }
         let peer_window = u64::from(self.plan.receive_window[1 - side]);
@@ -1343,6 +1373,73 @@ mod tests {
         // and the capture cannot tell it from a first transmission.
         assert!(packets[request].time_us - packets[ack].time_us >= MIN_RTO_US);
         assert_eq!(stats.retransmissions, 0);
+    }
+
+    /// A packet for [`account`], with relative numbers.
+    fn seen(
+        from_client: bool,
+        seq: u64,
+        len: u32,
+        ack: u64,
+        flags: u16,
+        resend: Option<Cause>,
+    ) -> Segment {
+        Segment {
+            time_us: 0,
+            from_client,
+            seq: seq as u32,
+            ack: ack as u32,
+            flags,
+            window: 100,
+            len,
+            stream_offset: 0,
+            options: TcpOptionSet::None,
+            rel_seq: seq,
+            rel_ack: ack,
+            resend,
+        }
+    }
+
+    #[test]
+    fn books_are_kept_as_tshark_keeps_them() {
+        let (c, s) = (true, false);
+        let mut packets = vec![
+            seen(c, 0, 0, 0, SYN, None),
+            seen(s, 0, 0, 1, SYN | ACK, None),
+            seen(c, 1, 0, 1, ACK, None),
+            // Same numbers, another window: a window update, not a duplicate ACK.
+            seen(c, 1, 0, 1, ACK, None),
+            seen(s, 1, 100, 1, ACK, None),
+            // 101..201 was lost before the capture point: a gap.
+            seen(s, 201, 100, 1, ACK, None),
+            seen(c, 1, 0, 101, ACK, None),
+            seen(c, 1, 0, 101, ACK, None), // a duplicate ACK
+            seen(s, 101, 100, 1, ACK, Some(Cause::Fast)),
+            seen(c, 1, 0, 301, ACK, None),
+            // Resent although the capture point already saw it acknowledged: spurious.
+            seen(s, 201, 100, 1, ACK, Some(Cause::Timeout)),
+            // A last segment lost and resent: the capture cannot tell.
+            seen(s, 301, 50, 1, ACK | PSH, Some(Cause::Timeout)),
+            seen(c, 1, 0, 351, ACK | RST, None),
+        ];
+        for packet in packets.iter_mut().skip(3).filter(|p| p.from_client) {
+            packet.window = 200;
+        }
+        let stats = account(&packets);
+        assert_eq!(
+            stats,
+            ConnectionStats {
+                drops: 0,
+                retransmissions: 2,
+                fast_retransmissions: 1,
+                spurious_retransmissions: 1,
+                unseen_retransmissions: 1,
+                gaps: 1,
+                duplicate_acks: 1,
+                window_updates: 1,
+                resets: 1,
+            }
+        );
     }
 
     #[test]
