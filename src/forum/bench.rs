@@ -633,7 +633,7 @@ pub fn render(report: &ForumBenchReport) -> String {
         )
     };
     format!(
-        "{table}\nloss {}% each way (seed {}), {:.1} s measured, {} retransmissions\nposts confirmed {}, found in the thread files {}: {verdict}\nstore: {} fsyncs for {} group commits (whole run)",
+        "{table}\nloss {}% each way (seed {}), {:.1} s measured, {} retransmissions\nposts confirmed {}, found in the thread files {}: {verdict}\nstore: {} fsyncs for {} batches with changes (whole run)",
         report.loss_percent,
         report.seed,
         report.duration_s,

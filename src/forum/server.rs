@@ -199,11 +199,25 @@ struct Outbox {
 /// Running apart from the command loop lets the loop execute batch N+1 while batch N
 /// is being flushed (an fsync takes ~0.2 ms here, longer than executing fifty
 /// commands); keeping the batches in order keeps the promise that a reply is sent
-/// only once everything before it is on disk.
+/// only once everything before it is on disk. Batches that queued up during a flush
+/// are flushed together by the next one ([`PendingSync::run_group`]), so under load
+/// the flushes do not fall behind the commands.
 async fn send_replies(udp: Arc<UdpSocket>, mut pending: mpsc::Receiver<Outbox>, diag: Reporter) {
-    while let Some(Outbox { sync, datagrams }) = pending.recv().await {
-        if !sync.is_empty() {
-            let flushed = tokio::task::spawn_blocking(move || sync.run()).await;
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let syncs: Vec<PendingSync> = group
+            .iter_mut()
+            .map(|outbox| std::mem::take(&mut outbox.sync))
+            .filter(|sync| !sync.is_empty())
+            .collect();
+        if !syncs.is_empty() {
+            let flushed = tokio::task::spawn_blocking(move || PendingSync::run_group(syncs)).await;
             match flushed {
                 Ok(Ok(())) => {}
                 // The changes are in the files but may not be on disk: say so loudly.
@@ -213,13 +227,19 @@ async fn send_replies(udp: Arc<UdpSocket>, mut pending: mpsc::Receiver<Outbox>, 
                 Err(join) => diag.info(format!("cannot sync the forum to disk: {join}")),
             }
         }
-        for (peer, datagram) in datagrams {
-            if let Err(error) = udp.send_to(&datagram, peer).await {
-                diag.detail(format!("cannot send to {peer}: {}", describe(&error)));
+        for outbox in group {
+            for (peer, datagram) in outbox.datagrams {
+                if let Err(error) = udp.send_to(&datagram, peer).await {
+                    diag.detail(format!("cannot send to {peer}: {}", describe(&error)));
+                }
             }
         }
     }
 }
+
+/// At most this many queued batches share one flush: a bound on the replies held
+/// back at once, far above what a queue reaches in practice.
+const MAX_GROUP: usize = 64;
 
 /// One client's session.
 struct Session {

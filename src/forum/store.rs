@@ -79,6 +79,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use thiserror::Error;
@@ -340,6 +341,9 @@ pub struct Store {
     /// How the background checkpoints went.
     checkpoints: Arc<Mutex<CheckpointState>>,
     fsyncs: u64,
+    /// Log fsyncs counted in `fsyncs` that [`PendingSync::run_group`] found it could
+    /// share with a later batch's, and so did not make.
+    shared_fsyncs: Arc<AtomicU64>,
     syncs: u64,
     warnings: Vec<String>,
 }
@@ -373,6 +377,7 @@ impl Store {
             log: Log::new(0),
             checkpoints: Arc::default(),
             fsyncs: 0,
+            shared_fsyncs: Arc::new(AtomicU64::new(0)),
             syncs: 0,
             warnings: Vec::new(),
         };
@@ -804,6 +809,7 @@ impl Store {
             dir,
             checkpoint,
             failures: Some(Arc::clone(&self.checkpoints)),
+            shared_fsyncs: Some(Arc::clone(&self.shared_fsyncs)),
         };
         if !pending.is_empty() {
             self.syncs += 1;
@@ -826,7 +832,9 @@ impl Store {
             threads: self.threads.len(),
             messages: threads.clone().map(Thread::message_count).sum(),
             uploads: threads.map(|thread| thread.uploads().count()).sum(),
-            fsyncs: self.fsyncs,
+            fsyncs: self
+                .fsyncs
+                .saturating_sub(self.shared_fsyncs.load(Ordering::Relaxed)),
             syncs: self.syncs,
         }
     }
@@ -1456,6 +1464,8 @@ pub struct PendingSync {
     checkpoint: Option<Checkpoint>,
     /// Where a failed background checkpoint is waiting to be reported.
     failures: Option<Arc<Mutex<CheckpointState>>>,
+    /// Where to count a log fsync this batch shared with a later one.
+    shared_fsyncs: Option<Arc<AtomicU64>>,
 }
 
 impl PendingSync {
@@ -1476,14 +1486,46 @@ impl PendingSync {
     /// background checkpoint that failed since the last sync (its log is then kept for
     /// the next [`Store::open`] to replay).
     pub fn run(self) -> Result<(), StoreError> {
-        let PendingSync {
-            log,
-            files,
-            dir,
-            checkpoint,
-            failures,
-        } = self;
-        if let Some((path, file)) = log {
+        PendingSync::run_group(vec![self])
+    }
+
+    /// Flushes the changes of several batches at once, oldest first: group commit
+    /// across batches. When the server executes batches faster than the disk flushes
+    /// them, the batches waiting behind a flush share the next one: every append of
+    /// theirs is already in the log file, so one fdatasync of it (per log generation)
+    /// makes them all durable. Each batch's own order is kept: logs, then files, then
+    /// the directory, then checkpoints.
+    ///
+    /// # Errors
+    /// As [`PendingSync::run`], for the first failure in the group.
+    pub fn run_group(group: Vec<PendingSync>) -> Result<(), StoreError> {
+        let mut logs: Vec<(PathBuf, Arc<File>)> = Vec::new();
+        let mut files = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut failures = None;
+        for sync in group {
+            if let Some((path, file)) = sync.log {
+                // One generation is one file: one fdatasync flushes every batch's
+                // appends to it.
+                if logs.iter().any(|(seen, _)| *seen == path) {
+                    if let Some(shared) = &sync.shared_fsyncs {
+                        shared.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    logs.push((path, file));
+                }
+            }
+            files.extend(sync.files);
+            if let Some(dir) = sync.dir {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            checkpoints.extend(sync.checkpoint);
+            failures = failures.or(sync.failures);
+        }
+        for (path, file) in logs {
             // `sync_data` (fdatasync) also writes the new length, which is all an
             // append changes besides the data.
             file.sync_data().map_err(|cause| io_error(&path, cause))?;
@@ -1491,10 +1533,10 @@ impl PendingSync {
         if let Some(error) = flush_files(files) {
             return Err(error);
         }
-        if let Some(dir) = dir {
+        for dir in dirs {
             sync_dir(&dir)?;
         }
-        if let Some(checkpoint) = checkpoint {
+        for checkpoint in checkpoints {
             checkpoint.start(None);
         }
         match failures.and_then(|state| wal::take_failure(&state)) {
