@@ -64,6 +64,14 @@ pub enum View {
 }
 
 impl View {
+    /// Whether the view needs only the packets' headers, never their payload bytes.
+    pub fn reads_headers_only(&self) -> bool {
+        matches!(
+            self,
+            View::Summary | View::Flows | View::Handshakes | View::Tcp { .. }
+        )
+    }
+
     /// The view's name on the command line.
     pub fn name(&self) -> &'static str {
         match self {
@@ -122,7 +130,7 @@ impl std::fmt::Display for UnsupportedView {
 /// The file cannot be opened or read, the filter does not compile, the view is not
 /// available here, or writing to `out` fails.
 pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutcome, CaptureError> {
-    let mut capture = reader::open(&opts.path, opts.filter.as_deref())?;
+    let capture = reader::open(&opts.path, opts.filter.as_deref())?;
     let link = capture.link_type();
     let mut session =
         Session::new(&opts.view, opts.json, opts.explain, link).map_err(|unsupported| {
@@ -130,28 +138,138 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutc
                 what: unsupported.to_string(),
             }
         })?;
-    let write_error = |source| CaptureError::Io {
+    let warnings = if opts.view.reads_headers_only() {
+        read_in_two_stages(capture, link, &mut session, out)?
+    } else {
+        read_in_one_stage(capture, link, &mut session, out)?
+    };
+    let frames = session.frames();
+    session.finish(out).map_err(write_error)?;
+    Ok(AnalyzeOutcome { frames, warnings })
+}
+
+/// The error for a failed write of the analysis.
+fn write_error(source: io::Error) -> CaptureError {
+    CaptureError::Io {
         what: "cannot write the analysis".to_string(),
         source,
-    };
-    let mut warnings = Vec::new();
+    }
+}
+
+/// The warning for a file that ends inside a frame.
+fn truncation_warning(truncated: &CaptureError) -> String {
+    format!("{truncated}; showing the frames before it")
+}
+
+/// Reads, dissects and analyses each frame in turn, on this thread: for the views
+/// that show payload bytes (udp, forum, follow, ladder).
+fn read_in_one_stage(
+    mut capture: reader::CaptureFile,
+    link: LinkType,
+    session: &mut Session,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, CaptureError> {
     loop {
         match capture.next_frame() {
             Ok(Some(frame)) => {
                 let packet = dissect::dissect(link, &frame);
                 session.observe(&frame, &packet, out).map_err(write_error)?;
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(Vec::new()),
             Err(truncated @ CaptureError::Truncated { .. }) => {
-                warnings.push(format!("{truncated}; showing the frames before it"));
-                break;
+                return Ok(vec![truncation_warning(&truncated)])
             }
             Err(other) => return Err(other),
         }
     }
-    let frames = session.frames();
-    session.finish(out).map_err(write_error)?;
-    Ok(AnalyzeOutcome { frames, warnings })
+}
+
+/// Frames handed from the reading stage to the analysing stage at once: enough to
+/// make the hand-over cheap, few enough to keep memory flat (~200 bytes a frame).
+const STAGE_BATCH: usize = 4096;
+
+/// Batches in flight between the stages: the reader may run this far ahead.
+const STAGE_QUEUE: usize = 4;
+
+/// A frame's numbers, without its bytes.
+#[derive(Debug, Clone, Copy)]
+struct FrameMeta {
+    number: u64,
+    time_us: i64,
+    wire_len: u32,
+}
+
+/// What the reading stage sends: frames, then how the file ended.
+enum Staged {
+    Frames(Vec<(FrameMeta, Packet<'static>)>),
+    End(Result<(), CaptureError>),
+}
+
+/// Two stages on two threads, for the views that read headers only (summary, flows,
+/// handshakes, tcp): one thread reads the file through libpcap and dissects each
+/// frame (while its bytes are in the cache: checksums read every byte), and hands the
+/// dissected headers, without payload, to this thread, which runs the analysis and
+/// the view. On a machine with two cores or more this takes about the time of the
+/// slower stage instead of the sum of both (BENCHMARKS.md#analyze).
+fn read_in_two_stages(
+    mut capture: reader::CaptureFile,
+    link: LinkType,
+    session: &mut Session,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, CaptureError> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Staged>(STAGE_QUEUE);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(STAGE_BATCH);
+            let end = loop {
+                match capture.next_frame() {
+                    Ok(Some(frame)) => {
+                        let meta = FrameMeta {
+                            number: frame.number,
+                            time_us: frame.time_us,
+                            wire_len: frame.wire_len,
+                        };
+                        let packet = dissect::dissect(link, &frame).without_payload();
+                        batch.push((meta, packet));
+                        if batch.len() == STAGE_BATCH {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(STAGE_BATCH));
+                            if sender.send(Staged::Frames(full)).is_err() {
+                                return; // the analysing stage stopped (a write failed)
+                            }
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(error) => break Err(error),
+                }
+            };
+            let _ = sender.send(Staged::Frames(batch));
+            let _ = sender.send(Staged::End(end));
+        });
+        let mut warnings = Vec::new();
+        for staged in receiver.iter() {
+            match staged {
+                Staged::Frames(frames) => {
+                    for (meta, packet) in &frames {
+                        let frame = Frame {
+                            number: meta.number,
+                            time_us: meta.time_us,
+                            data: &[],
+                            wire_len: meta.wire_len,
+                        };
+                        // Returning drops the receiver, which stops the reader.
+                        session.observe(&frame, packet, out).map_err(write_error)?;
+                    }
+                }
+                Staged::End(Ok(())) => {}
+                Staged::End(Err(truncated @ CaptureError::Truncated { .. })) => {
+                    warnings.push(truncation_warning(&truncated));
+                }
+                Staged::End(Err(other)) => return Err(other),
+            }
+        }
+        Ok(warnings)
+    })
 }
 
 /// One analysis in progress: feed it frames, then finish it. Kept apart from file
@@ -279,7 +397,12 @@ impl Session {
             (View::Flows, false) => {
                 out.write_all(render::flows_table(&report, self.explain).as_bytes())?
             }
-            (View::Flows, true) => write_all_json(out, &render::flows_json(&report))?,
+            (View::Flows, true) => {
+                for row in render::flows_json(&report) {
+                    serde_json::to_writer(&mut *out, &row)?;
+                    out.write_all(b"\n")?;
+                }
+            }
             (View::Handshakes, false) => {
                 out.write_all(render::handshakes_table(&report, self.explain).as_bytes())?
             }

@@ -173,32 +173,44 @@ pub enum TcpOption {
 /// Dissects one frame captured on a `link` link layer. Never panics; see the module
 /// documentation for what is read and how problems are reported.
 pub fn dissect<'a>(link: LinkType, frame: &Frame<'a>) -> Packet<'a> {
-    dissect_with_options(link, frame).0
+    dissect_into(link, frame, None)
 }
 
 /// [`dissect`], also returning the TCP options in the order they appear in the header
 /// (empty for anything but TCP), for views that print them as tcpdump does.
 pub fn dissect_with_options<'a>(link: LinkType, frame: &Frame<'a>) -> (Packet<'a>, Vec<TcpOption>) {
+    let mut options = Vec::new();
+    let packet = dissect_into(link, frame, Some(&mut options));
+    (packet, options)
+}
+
+/// [`dissect`], filling `options` with the TCP options in header order when asked to.
+fn dissect_into<'a>(
+    link: LinkType,
+    frame: &Frame<'a>,
+    options: Option<&mut Vec<TcpOption>>,
+) -> Packet<'a> {
     let mut out = Dissection {
         packet: Packet::default(),
-        options: Vec::new(),
+        options,
         cut_by_snaplen: usize::try_from(frame.wire_len).unwrap_or(usize::MAX) > frame.data.len(),
     };
     if let Err(reason) = dissect_link(link, frame.data, &mut out) {
         out.note(reason);
     }
-    (out.packet, out.options)
+    out.packet
 }
 
 /// The packet being filled in, layer by layer.
-struct Dissection<'a> {
+struct Dissection<'a, 'o> {
     packet: Packet<'a>,
-    options: Vec<TcpOption>,
+    /// Where to list the TCP options in header order, for the callers that print them.
+    options: Option<&'o mut Vec<TcpOption>>,
     /// The frame was longer on the wire than what was captured (snap length).
     cut_by_snaplen: bool,
 }
 
-impl Dissection<'_> {
+impl Dissection<'_, '_> {
     /// Records a problem; the first one is the one reported.
     fn note(&mut self, reason: String) {
         self.packet.malformed.get_or_insert(reason);
@@ -239,7 +251,7 @@ fn be16(high: u8, low: u8) -> u16 {
 fn dissect_link<'a>(
     link: LinkType,
     data: &'a [u8],
-    out: &mut Dissection<'a>,
+    out: &mut Dissection<'a, '_>,
 ) -> Result<(), String> {
     let (network, loopback) = match link {
         LinkType::Ethernet => ethernet(data)?,
@@ -374,7 +386,7 @@ fn dissect_ip<'a>(
     bytes: &'a [u8],
     announced: Option<u8>,
     loopback: bool,
-    out: &mut Dissection<'a>,
+    out: &mut Dissection<'a, '_>,
 ) -> Result<(), String> {
     let version = bytes.first().map(|byte| byte >> 4);
     match (announced, version) {
@@ -556,7 +568,10 @@ fn dissect_ip<'a>(
 /// +---------------+---------------+---------------+---------------+
 /// |            options (offset * 4 - 20 bytes)    |    payload ...
 /// ```
-fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> Result<(), String> {
+fn dissect_tcp<'a>(
+    context: &TransportContext<'a>,
+    out: &mut Dissection<'a, '_>,
+) -> Result<(), String> {
     let bytes = context.bytes;
     let header: &[u8; TCP_MIN_HEADER_LEN] = fixed(bytes, "TCP header")?;
     let header_len = usize::from(header[12] >> 4) * 4;
@@ -589,9 +604,18 @@ fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> 
         ));
     }
     let option_bytes = bytes.get(TCP_MIN_HEADER_LEN..header_len);
-    let (options, option_error) =
-        parse_tcp_options(option_bytes.unwrap_or(after(bytes, TCP_MIN_HEADER_LEN)));
-    segment.options = summarize_options(&options);
+    let option_bytes_read = option_bytes.unwrap_or(after(bytes, TCP_MIN_HEADER_LEN));
+    let option_error = match out.options.as_deref_mut() {
+        Some(list) => {
+            let error = walk_tcp_options(option_bytes_read, &mut |option| list.push(option));
+            segment.options = summarize_options(list);
+            error
+        }
+        None => {
+            let summary = &mut segment.options;
+            walk_tcp_options(option_bytes_read, &mut |option| summarize(summary, option))
+        }
+    };
     segment.payload_len = u32::try_from(context.len - header_len).unwrap_or(u32::MAX);
     // `bytes` holds at most what IP announced, so the payload never reaches padding.
     segment.payload = after(bytes, header_len);
@@ -599,7 +623,6 @@ fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> 
         segment.checksum = verify_checksum(context, PROTOCOL_TCP, bytes, found, false);
     }
     out.packet.transport = Transport::Tcp(segment);
-    out.options = options;
     if option_bytes.is_none() {
         return Err(format!(
             "TCP options cut: {} of {} bytes",
@@ -627,7 +650,7 @@ fn dissect_tcp<'a>(context: &TransportContext<'a>, out: &mut Dissection<'a>) -> 
 fn dissect_udp<'a>(
     context: &TransportContext<'a>,
     is_fragment: bool,
-    out: &mut Dissection<'a>,
+    out: &mut Dissection<'a, '_>,
 ) -> Result<(), String> {
     let bytes = context.bytes;
     let header: &[u8; UDP_HEADER_LEN] = fixed(bytes, "UDP header")?;
@@ -681,42 +704,42 @@ fn first(bytes: &[u8], len: usize) -> &[u8] {
 /// Walks the TCP options (kind, length, value; kinds 0 and 1 are a single byte) and
 /// returns those read, with the reason it stopped early if the options are broken.
 pub fn parse_tcp_options(bytes: &[u8]) -> (Vec<TcpOption>, Option<String>) {
-    use option_kind::*;
     let mut options = Vec::new();
+    let error = walk_tcp_options(bytes, &mut |option| options.push(option));
+    (options, error)
+}
+
+/// Reads TCP options one by one, handing each to `visit`; stops at the end-of-list
+/// option or at the first option it cannot read, and says why. [`parse_tcp_options`]
+/// collects them; [`dissect`] only keeps what [`TcpOptions`] holds, without building a
+/// list (a list per segment would be an allocation per packet).
+fn walk_tcp_options(bytes: &[u8], visit: &mut dyn FnMut(TcpOption)) -> Option<String> {
+    use option_kind::*;
     let mut at = 0;
     while let Some(&kind) = bytes.get(at) {
         match kind {
             END => {
-                options.push(TcpOption::End);
+                visit(TcpOption::End);
                 break;
             }
             NOP => {
-                options.push(TcpOption::Nop);
+                visit(TcpOption::Nop);
                 at += 1;
                 continue;
             }
             _ => {}
         }
         let Some(&len) = bytes.get(at + 1) else {
-            return (
-                options,
-                Some(format!("TCP option {kind} cut: no length byte")),
-            );
+            return Some(format!("TCP option {kind} cut: no length byte"));
         };
         if len < 2 {
-            return (
-                options,
-                Some(format!("TCP option {kind} has length {len}, less than 2")),
-            );
+            return Some(format!("TCP option {kind} has length {len}, less than 2"));
         }
         let Some(value) = bytes.get(at + 2..at + usize::from(len)) else {
-            return (
-                options,
-                Some(format!(
-                    "TCP option {kind} cut: {} of {len} bytes",
-                    bytes.len() - at
-                )),
-            );
+            return Some(format!(
+                "TCP option {kind} cut: {} of {len} bytes",
+                bytes.len() - at
+            ));
         };
         let option = match (kind, value) {
             (MSS, &[high, low]) => TcpOption::Mss(be16(high, low)),
@@ -739,33 +762,35 @@ pub fn parse_tcp_options(bytes: &[u8]) -> (Vec<TcpOption>, Option<String>) {
                 u32::from_be_bytes([e, f, g, h]),
             ),
             (MSS | WINDOW_SCALE | SACK_PERMITTED | SACK | TIMESTAMPS, _) => {
-                return (
-                    options,
-                    Some(format!("TCP option {kind} has a wrong length ({len})")),
-                );
+                return Some(format!("TCP option {kind} has a wrong length ({len})"));
             }
             _ => TcpOption::Other { kind, len },
         };
-        options.push(option);
+        visit(option);
         at += usize::from(len);
     }
-    (options, None)
+    None
 }
 
 /// The options the views show, gathered from the list.
 fn summarize_options(options: &[TcpOption]) -> TcpOptions {
     let mut summary = TcpOptions::default();
     for option in options {
-        match option {
-            TcpOption::Mss(mss) => summary.mss = Some(*mss),
-            TcpOption::WindowScale(shift) => summary.window_scale = Some(*shift),
-            TcpOption::SackPermitted => summary.sack_permitted = true,
-            TcpOption::Sack(blocks) => summary.sack_blocks.extend_from_slice(blocks),
-            TcpOption::Timestamps(value, echo) => summary.timestamps = Some((*value, *echo)),
-            TcpOption::End | TcpOption::Nop | TcpOption::Other { .. } => {}
-        }
+        summarize(&mut summary, option.clone());
     }
     summary
+}
+
+/// Adds one option to the summary the views show.
+fn summarize(summary: &mut TcpOptions, option: TcpOption) {
+    match option {
+        TcpOption::Mss(mss) => summary.mss = Some(mss),
+        TcpOption::WindowScale(shift) => summary.window_scale = Some(shift),
+        TcpOption::SackPermitted => summary.sack_permitted = true,
+        TcpOption::Sack(blocks) => summary.sack_blocks.extend_from_slice(&blocks),
+        TcpOption::Timestamps(value, echo) => summary.timestamps = Some((value, echo)),
+        TcpOption::End | TcpOption::Nop | TcpOption::Other { .. } => {}
+    }
 }
 
 /// Adds `bytes` as big-endian 16-bit words (an odd last byte padded with zero) to

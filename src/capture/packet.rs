@@ -226,3 +226,111 @@ pub enum Checksum {
     #[default]
     NotVerified,
 }
+
+impl Packet<'_> {
+    /// This packet without its payload bytes, owning everything it holds: every header
+    /// field and length is kept, only the borrowed `payload` slices become empty. The
+    /// views that read headers only (summary, flows, handshakes, tcp) get packets in
+    /// this form from the thread that reads and dissects the file (see
+    /// [`super::analyze`]).
+    pub fn without_payload(&self) -> Packet<'static> {
+        let transport = match &self.transport {
+            Transport::Tcp(segment) => Transport::Tcp(TcpSegment {
+                src_port: segment.src_port,
+                dst_port: segment.dst_port,
+                seq: segment.seq,
+                ack: segment.ack,
+                flags: segment.flags,
+                header_len: segment.header_len,
+                window: segment.window,
+                options: segment.options.clone(),
+                payload_len: segment.payload_len,
+                payload: &[],
+                checksum: segment.checksum,
+            }),
+            Transport::Udp(datagram) => Transport::Udp(UdpDatagram {
+                src_port: datagram.src_port,
+                dst_port: datagram.dst_port,
+                length_field: datagram.length_field,
+                ip_len: datagram.ip_len,
+                payload: &[],
+                checksum: datagram.checksum,
+            }),
+            Transport::Fragment => Transport::Fragment,
+            Transport::Other(protocol) => Transport::Other(*protocol),
+            Transport::None => Transport::None,
+        };
+        Packet {
+            ip: self.ip.clone(),
+            transport,
+            malformed: self.malformed.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn without_payload_keeps_every_header_field_and_length() {
+        let bytes = b"hello";
+        let packet = Packet {
+            ip: Some(IpInfo {
+                version: 4,
+                src: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                dst: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                protocol: 6,
+                ttl: 64,
+                header_len: 20,
+                total_len: 65,
+                ident: 7,
+                fragment: None,
+            }),
+            transport: Transport::Tcp(TcpSegment {
+                src_port: 40000,
+                dst_port: 12000,
+                seq: 1,
+                ack: 2,
+                flags: tcp_flags::PSH | tcp_flags::ACK,
+                header_len: 40,
+                window: 512,
+                options: TcpOptions {
+                    sack_blocks: vec![(10, 20)],
+                    timestamps: Some((3, 4)),
+                    ..TcpOptions::default()
+                },
+                payload_len: 5,
+                payload: bytes,
+                checksum: Checksum::Bad {
+                    found: 1,
+                    expected: 2,
+                },
+            }),
+            malformed: Some("a note".to_string()),
+        };
+        let stripped = packet.without_payload();
+        assert_eq!(stripped.ip, packet.ip);
+        assert_eq!(stripped.malformed.as_deref(), Some("a note"));
+        let (Transport::Tcp(before), Transport::Tcp(after)) =
+            (&packet.transport, &stripped.transport)
+        else {
+            panic!("still TCP");
+        };
+        assert!(after.payload.is_empty());
+        assert_eq!(after.payload_len, 5);
+        assert_eq!(after.options, before.options);
+        assert_eq!(
+            (
+                after.seq,
+                after.ack,
+                after.flags,
+                after.window,
+                after.header_len
+            ),
+            (1, 2, before.flags, 512, 40)
+        );
+        assert_eq!(after.checksum, before.checksum);
+    }
+}
