@@ -796,29 +796,34 @@ fn summarize(summary: &mut TcpOptions, option: TcpOption) {
 /// Adds `bytes` as big-endian 16-bit words (an odd last byte padded with zero) to
 /// `sum`: the Internet checksum's one's-complement sum, folded later (RFC 1071).
 ///
-/// The bulk is added eight bytes at a time, as two 32-bit halves: a 32-bit word is
-/// `high * 65536 + low`, and 65536 counts as 1 once the sum is folded (RFC 1071
-/// section 2(B), "byte order independence" and "parallel summation"), so the fold comes
-/// out the same as adding the 16-bit words one by one, about four times faster. The
-/// 64-bit sum cannot overflow: a segment has at most 2^14 such halves of < 2^32 each.
+/// The bulk is added eight bytes at a time, as 64-bit words with end-around carry (a
+/// carry out of the top bit is added back at the bottom): in one's-complement
+/// arithmetic 2^64 counts as 1, as 2^16 does, so the fold comes out the same as adding
+/// the 16-bit words one by one (RFC 1071 section 2(C), "parallel summation"), with a
+/// quarter of the additions.
 fn add_words(mut sum: u64, bytes: &[u8]) -> u64 {
     let mut blocks = bytes.chunks_exact(8);
     for block in &mut blocks {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(block);
-        let value = u64::from_be_bytes(eight);
-        sum += (value >> 32) + (value & 0xFFFF_FFFF);
+        sum = add_with_carry(sum, u64::from_be_bytes(eight));
     }
     let mut words = blocks.remainder().chunks_exact(2);
     for word in &mut words {
         if let [high, low] = *word {
-            sum += u64::from(be16(high, low));
+            sum = add_with_carry(sum, u64::from(be16(high, low)));
         }
     }
     if let [last] = *words.remainder() {
-        sum += u64::from(be16(last, 0));
+        sum = add_with_carry(sum, u64::from(be16(last, 0)));
     }
     sum
+}
+
+/// `a + b` in 64-bit one's-complement arithmetic: the carry out is added back in.
+fn add_with_carry(a: u64, b: u64) -> u64 {
+    let (sum, carried) = a.overflowing_add(b);
+    sum + u64::from(carried)
 }
 
 /// Folds the carries back in until the sum fits in 16 bits.
@@ -861,8 +866,8 @@ fn verify_checksum(
         return Checksum::Good;
     }
     // The checksum field is one aligned 16-bit word, so removing it from the sum is
-    // subtracting it (`total` includes it, so this cannot underflow).
-    let mut expected = !fold(total - u64::from(found));
+    // subtracting it, which in one's-complement arithmetic is adding its complement.
+    let mut expected = !fold(add_with_carry(total, u64::from(!found)));
     if is_udp && expected == 0 {
         // UDP sends a computed 0 as 0xFFFF: 0 means "no checksum" (RFC 768).
         expected = 0xFFFF;
