@@ -139,7 +139,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutc
             }
         })?;
     let warnings = if opts.view.reads_headers_only() {
-        read_in_two_stages(capture, link, &mut session, out)?
+        read_in_stages(capture, link, &mut session, out)?
     } else {
         read_in_one_stage(capture, link, &mut session, out)?
     };
@@ -184,58 +184,100 @@ fn read_in_one_stage(
     }
 }
 
-/// Frames handed from the reading stage to the analysing stage at once: enough to
-/// make the hand-over cheap, few enough to keep memory flat (~200 bytes a frame).
+/// Frames handed from one stage to the next at once: enough to make the hand-over
+/// cheap, few enough to keep memory flat.
 const STAGE_BATCH: usize = 4096;
 
-/// Batches in flight between the stages: the reader may run this far ahead.
-const STAGE_QUEUE: usize = 4;
+/// Batches in flight between two stages: how far a stage may run ahead.
+const STAGE_QUEUE: usize = 2;
 
-/// A frame's numbers, without its bytes.
+/// A batch of raw frames is sent on once its bytes pass this size, whatever their
+/// count: a handful of such buffers are in use at a time, so this bounds the memory of
+/// the pipeline (~10 MB in all) for files of large frames too.
+const STAGE_BYTES: usize = 1 << 20;
+
+/// Room for one more frame of the largest size libpcap hands over, so a buffer filled
+/// to [`STAGE_BYTES`] never grows (growing would double it).
+const LARGEST_FRAME: usize = 256 * 1024;
+
+/// A frame's numbers, and where its bytes are in its batch's buffer.
 #[derive(Debug, Clone, Copy)]
 struct FrameMeta {
     number: u64,
     time_us: i64,
     wire_len: u32,
+    start: usize,
+    end: usize,
 }
 
-/// What the reading stage sends: frames, then how the file ended.
-enum Staged {
+/// Frames as read: their bytes one after another in `bytes`.
+struct RawBatch {
+    bytes: Vec<u8>,
+    frames: Vec<FrameMeta>,
+}
+
+/// What the reading stage sends to the dissecting stage: frames, then how the file
+/// ended.
+enum Read {
+    Frames(RawBatch),
+    End(Result<(), CaptureError>),
+}
+
+/// What the dissecting stage sends to the analysing stage.
+enum Dissected {
     Frames(Vec<(FrameMeta, Packet<'static>)>),
     End(Result<(), CaptureError>),
 }
 
-/// Two stages on two threads, for the views that read headers only (summary, flows,
-/// handshakes, tcp): one thread reads the file through libpcap and dissects each
-/// frame (while its bytes are in the cache: checksums read every byte), and hands the
-/// dissected headers, without payload, to this thread, which runs the analysis and
-/// the view. On a machine with two cores or more this takes about the time of the
-/// slower stage instead of the sum of both (BENCHMARKS.md#analyze).
-fn read_in_two_stages(
+/// Three stages on three threads, for the views that read headers only (summary,
+/// flows, handshakes, tcp):
+///
+/// ```text
+///   read (libpcap) ──raw frames──> dissect (+ checksums) ──headers──> analyze + view
+///   reader thread                  dissector thread                   this thread
+/// ```
+///
+/// Reading is mostly the kernel copying the file, dissecting is mostly summing
+/// checksums, analysing is mostly looking flows up: on a machine with two cores or
+/// more they overlap, and the whole takes about the time of the slowest stage instead
+/// of the sum of all three (BENCHMARKS.md#analyze). Buffers go back to the reader once
+/// dissected, so memory stays a few batches whatever the file's size.
+fn read_in_stages(
     mut capture: reader::CaptureFile,
     link: LinkType,
     session: &mut Session,
     out: &mut dyn Write,
 ) -> Result<Vec<String>, CaptureError> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Staged>(STAGE_QUEUE);
+    use std::sync::mpsc::{channel, sync_channel};
+    let (raw_sender, raw_receiver) = sync_channel::<Read>(STAGE_QUEUE);
+    let (dissected_sender, dissected_receiver) = sync_channel::<Dissected>(STAGE_QUEUE);
+    let (recycle_sender, recycle_receiver) = channel::<RawBatch>();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let mut batch = Vec::with_capacity(STAGE_BATCH);
+            let fresh = || RawBatch {
+                bytes: Vec::with_capacity(STAGE_BYTES + LARGEST_FRAME),
+                frames: Vec::with_capacity(STAGE_BATCH),
+            };
+            let mut batch = fresh();
             let end = loop {
                 match capture.next_frame() {
                     Ok(Some(frame)) => {
-                        let meta = FrameMeta {
+                        let start = batch.bytes.len();
+                        batch.bytes.extend_from_slice(frame.data);
+                        batch.frames.push(FrameMeta {
                             number: frame.number,
                             time_us: frame.time_us,
                             wire_len: frame.wire_len,
-                        };
-                        let packet = dissect::dissect(link, &frame).without_payload();
-                        batch.push((meta, packet));
-                        if batch.len() == STAGE_BATCH {
-                            let full =
-                                std::mem::replace(&mut batch, Vec::with_capacity(STAGE_BATCH));
-                            if sender.send(Staged::Frames(full)).is_err() {
-                                return; // the analysing stage stopped (a write failed)
+                            start,
+                            end: batch.bytes.len(),
+                        });
+                        if batch.frames.len() == STAGE_BATCH || batch.bytes.len() >= STAGE_BYTES {
+                            let mut next = recycle_receiver.try_recv().unwrap_or_else(|_| fresh());
+                            next.bytes.clear();
+                            next.frames.clear();
+                            let full = std::mem::replace(&mut batch, next);
+                            if raw_sender.send(Read::Frames(full)).is_err() {
+                                return; // a later stage stopped (a write failed)
                             }
                         }
                     }
@@ -243,13 +285,41 @@ fn read_in_two_stages(
                     Err(error) => break Err(error),
                 }
             };
-            let _ = sender.send(Staged::Frames(batch));
-            let _ = sender.send(Staged::End(end));
+            let _ = raw_sender.send(Read::Frames(batch));
+            let _ = raw_sender.send(Read::End(end));
+        });
+        scope.spawn(move || {
+            for read in raw_receiver.iter() {
+                let staged = match read {
+                    Read::Frames(batch) => {
+                        let dissected = batch
+                            .frames
+                            .iter()
+                            .map(|meta| {
+                                let frame = Frame {
+                                    number: meta.number,
+                                    time_us: meta.time_us,
+                                    data: batch.bytes.get(meta.start..meta.end).unwrap_or(&[]),
+                                    wire_len: meta.wire_len,
+                                };
+                                (*meta, dissect::dissect(link, &frame).without_payload())
+                            })
+                            .collect();
+                        // The reader may be gone already; then the buffer is simply freed.
+                        let _ = recycle_sender.send(batch);
+                        Dissected::Frames(dissected)
+                    }
+                    Read::End(end) => Dissected::End(end),
+                };
+                if dissected_sender.send(staged).is_err() {
+                    return;
+                }
+            }
         });
         let mut warnings = Vec::new();
-        for staged in receiver.iter() {
+        for staged in dissected_receiver.iter() {
             match staged {
-                Staged::Frames(frames) => {
+                Dissected::Frames(frames) => {
                     for (meta, packet) in &frames {
                         let frame = Frame {
                             number: meta.number,
@@ -257,15 +327,15 @@ fn read_in_two_stages(
                             data: &[],
                             wire_len: meta.wire_len,
                         };
-                        // Returning drops the receiver, which stops the reader.
+                        // Returning drops the receiver, which stops the other stages.
                         session.observe(&frame, packet, out).map_err(write_error)?;
                     }
                 }
-                Staged::End(Ok(())) => {}
-                Staged::End(Err(truncated @ CaptureError::Truncated { .. })) => {
+                Dissected::End(Ok(())) => {}
+                Dissected::End(Err(truncated @ CaptureError::Truncated { .. })) => {
                     warnings.push(truncation_warning(&truncated));
                 }
-                Staged::End(Err(other)) => return Err(other),
+                Dissected::End(Err(other)) => return Err(other),
             }
         }
         Ok(warnings)
@@ -462,6 +532,54 @@ mod tests {
     use super::*;
     use crate::capture::packet::{tcp_flags, IpInfo, TcpOptions, TcpSegment};
     use std::net::{IpAddr, Ipv4Addr};
+
+    /// The pipelined reading of the header-only views gives byte for byte what reading,
+    /// dissecting and analysing one frame at a time gives, on a real lossy capture and
+    /// on a file cut short.
+    #[test]
+    fn staged_reading_matches_one_frame_at_a_time() {
+        let real =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lossy-transfer.pcap");
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let cut = dir.path().join("cut.pcap");
+        let bytes = std::fs::read(&real).expect("read the sample");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write the cut copy");
+        for path in [real, cut] {
+            for (view, json) in [
+                (View::Summary, false),
+                (View::Flows, true),
+                (View::Handshakes, true),
+                (View::Tcp { stream: None }, true),
+            ] {
+                let run = |staged: bool| {
+                    let capture = reader::open(&path, None).expect("open");
+                    let link = capture.link_type();
+                    let mut session = Session::new(&view, json, false, link).expect("a view");
+                    let mut out = Vec::new();
+                    let warnings = if staged {
+                        read_in_stages(capture, link, &mut session, &mut out)
+                    } else {
+                        read_in_one_stage(capture, link, &mut session, &mut out)
+                    }
+                    .expect("read");
+                    let frames = session.frames();
+                    session.finish(&mut out).expect("finish");
+                    (String::from_utf8(out).expect("text"), warnings, frames)
+                };
+                let (staged, one) = (run(true), run(false));
+                assert!(staged.2 > 100, "{}: frames read", path.display());
+                if path.ends_with("cut.pcap") {
+                    assert_eq!(
+                        staged.1.len(),
+                        1,
+                        "the cut file is reported: {:?}",
+                        staged.1
+                    );
+                }
+                assert_eq!(staged, one, "{} {view:?}", path.display());
+            }
+        }
+    }
 
     const ISN_C: u32 = 100;
     const ISN_S: u32 = 900;
