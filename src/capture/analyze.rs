@@ -468,9 +468,14 @@ impl Session {
                 out.write_all(render::flows_table(&report, self.explain).as_bytes())?
             }
             (View::Flows, true) => {
+                // Each row is made in one reused buffer and written whole: one call
+                // through `out` a row instead of one per token.
+                let mut line = Vec::with_capacity(256);
                 for row in render::flows_json(&report) {
-                    serde_json::to_writer(&mut *out, &row)?;
-                    out.write_all(b"\n")?;
+                    line.clear();
+                    serde_json::to_writer(&mut line, &row)?;
+                    line.push(b'\n');
+                    out.write_all(&line)?;
                 }
             }
             (View::Handshakes, false) => {

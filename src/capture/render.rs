@@ -223,7 +223,7 @@ pub fn summary_json(report: &Report) -> Vec<Value> {
 // flows
 
 /// One row of the `flows` view, shared by the table and JSON.
-struct FlowRow {
+struct FlowRow<'a> {
     protocol: &'static str,
     stream: u64,
     client: SocketAddr,
@@ -232,11 +232,11 @@ struct FlowRow {
     bytes: [u64; 2],
     duration_us: i64,
     conn_state: &'static str,
-    history: String,
+    history: &'a str,
     retransmissions: Option<u64>,
 }
 
-fn flow_rows(report: &Report) -> impl Iterator<Item = FlowRow> + '_ {
+fn flow_rows(report: &Report) -> impl Iterator<Item = FlowRow<'_>> + '_ {
     let tcp = report.tcp.iter().map(|c| FlowRow {
         protocol: "tcp",
         stream: c.stream,
@@ -246,7 +246,7 @@ fn flow_rows(report: &Report) -> impl Iterator<Item = FlowRow> + '_ {
         bytes: c.stats.bytes,
         duration_us: c.stats.duration_us(),
         conn_state: c.conn_state().as_str(),
-        history: c.history.as_str().to_string(),
+        history: c.history.as_str(),
         retransmissions: Some(c.retransmissions),
     });
     let udp = report.udp.iter().map(|u| FlowRow {
@@ -258,7 +258,7 @@ fn flow_rows(report: &Report) -> impl Iterator<Item = FlowRow> + '_ {
         bytes: u.stats.bytes,
         duration_us: u.stats.duration_us(),
         conn_state: u.conn_state().as_str(),
-        history: u.history.as_str().to_string(),
+        history: u.history.as_str(),
         retransmissions: None,
     });
     tcp.chain(udp)
@@ -335,7 +335,7 @@ fn flows_notes(report: &Report) -> String {
 }
 
 /// The `flows` view as JSON Lines.
-pub fn flows_json(report: &Report) -> impl Iterator<Item = FlowJson> + '_ {
+pub fn flows_json(report: &Report) -> impl Iterator<Item = FlowJson<'_>> + '_ {
     flow_rows(report).map(|row| FlowJson {
         bytes_c2s: row.bytes[0],
         bytes_s2c: row.bytes[1],
@@ -357,13 +357,13 @@ pub fn flows_json(report: &Report) -> impl Iterator<Item = FlowJson> + '_ {
 /// time as they are made, so memory does not grow with them (fields in alphabetical
 /// order, as the other views' JSON objects have them).
 #[derive(Debug, Serialize)]
-pub struct FlowJson {
+pub struct FlowJson<'a> {
     bytes_c2s: u64,
     bytes_s2c: u64,
     client: SocketAddr,
     conn_state: &'static str,
     duration_s: f64,
-    history: String,
+    history: &'a str,
     packets_c2s: u64,
     packets_s2c: u64,
     protocol: &'static str,
