@@ -64,6 +64,7 @@ use etherparse::err::ip::{HeaderError as IpHeaderError, LaxHeaderSliceError};
 use etherparse::err::ipv6_exts::HeaderSliceError as Ipv6ExtError;
 use etherparse::{Ipv6ExtensionSlice, LaxIpSlice};
 
+use super::checksum::{add_with_carry, add_words, fold, pseudo_header_sum};
 use super::packet::{
     Checksum, FragmentInfo, Frame, IpInfo, LinkType, Packet, TcpOptions, TcpSegment, Transport,
     UdpDatagram,
@@ -125,8 +126,8 @@ const UDP_CHECKSUM_OFFSET: usize = 6;
 /// The TCP flag bits kept from bytes 12-13 (the low 12 bits: NS..FIN and the reserved).
 const TCP_FLAGS_MASK: u16 = 0x0FFF;
 
-/// TCP option kinds (IANA).
-mod option_kind {
+/// TCP option kinds (IANA); the synthetic-capture writer uses them too.
+pub(crate) mod option_kind {
     /// End of option list.
     pub const END: u8 = 0;
     /// No operation (padding).
@@ -791,78 +792,6 @@ fn summarize(summary: &mut TcpOptions, option: TcpOption) {
         TcpOption::Timestamps(value, echo) => summary.timestamps = Some((value, echo)),
         TcpOption::End | TcpOption::Nop | TcpOption::Other { .. } => {}
     }
-}
-
-/// Adds `bytes` as big-endian 16-bit words (an odd last byte padded with zero) to
-/// `sum`: the Internet checksum's one's-complement sum, folded later (RFC 1071).
-///
-/// The bulk is added eight bytes at a time, as 64-bit words with end-around carry (a
-/// carry out of the top bit is added back at the bottom): in one's-complement
-/// arithmetic 2^64 counts as 1, as 2^16 does, so the fold comes out the same as adding
-/// the 16-bit words one by one (RFC 1071 section 2(C), "parallel summation"), with a
-/// quarter of the additions. The test `fast_sum_folds_like_word_by_word` checks it
-/// against the definition for every length up to 200 bytes.
-fn add_words(sum: u64, bytes: &[u8]) -> u64 {
-    // Four running sums, one per 8-byte lane of each 32-byte block: each addition then
-    // waits for the one four steps back, not for the previous one, so the processor
-    // overlaps them. One's-complement addition is associative, so they are simply added
-    // together at the end.
-    let mut lanes = [sum, 0, 0, 0];
-    let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        for (lane, eight) in lanes.iter_mut().zip(block.chunks_exact(8)) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(eight);
-            *lane = add_with_carry(*lane, u64::from_be_bytes(word));
-        }
-    }
-    let mut sum = lanes.into_iter().fold(0, add_with_carry);
-    let mut eights = blocks.remainder().chunks_exact(8);
-    for eight in &mut eights {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(eight);
-        sum = add_with_carry(sum, u64::from_be_bytes(word));
-    }
-    let mut words = eights.remainder().chunks_exact(2);
-    for word in &mut words {
-        if let [high, low] = *word {
-            sum = add_with_carry(sum, u64::from(be16(high, low)));
-        }
-    }
-    if let [last] = *words.remainder() {
-        sum = add_with_carry(sum, u64::from(be16(last, 0)));
-    }
-    sum
-}
-
-/// `a + b` in 64-bit one's-complement arithmetic: the carry out is added back in.
-fn add_with_carry(a: u64, b: u64) -> u64 {
-    let (sum, carried) = a.overflowing_add(b);
-    sum + u64::from(carried)
-}
-
-/// Folds the carries back in until the sum fits in 16 bits.
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    // The loop leaves at most 0xFFFF.
-    u16::try_from(sum).unwrap_or(u16::MAX)
-}
-
-/// The one's-complement sum of the pseudo-header for a `len`-byte segment.
-fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u64 {
-    let mut sum = 0;
-    for address in [src, dst] {
-        sum = match address {
-            IpAddr::V4(v4) => add_words(sum, &v4.octets()),
-            IpAddr::V6(v6) => add_words(sum, &v6.octets()),
-        };
-    }
-    // IPv4 has a 16-bit length and IPv6 a 32-bit one, but as a sum of 16-bit words
-    // both come to the same: the length's halves plus the protocol.
-    let len = u32::try_from(len).unwrap_or(u32::MAX);
-    sum + u64::from(len >> 16) + u64::from(len & 0xFFFF) + u64::from(protocol)
 }
 
 /// Verifies the checksum of a whole TCP or UDP `segment` whose field holds `found`,

@@ -15,6 +15,7 @@
 //! - [`render`]: the summary, flows, handshakes and tcp views as tables or JSON Lines.
 //! - [`analyze`]: `socklab analyze`: streams a file through the analyzer into a view.
 //! - [`reader`]: reads a pcap or pcapng file through libpcap, one frame at a time.
+//! - [`checksum`]: the Internet checksum (RFC 1071) of TCP, UDP and IPv4.
 //! - [`dissect`]: turns a frame's bytes into a [`packet::Packet`]: link layer, IPv4/IPv6,
 //!   TCP and UDP (options, checksums), with a "malformed" reason instead of a crash.
 //! - [`live`]: `socklab capture`: capture on an interface, print one tcpdump-like line
@@ -26,6 +27,7 @@
 //! filter or interface concerned.
 
 pub mod analyze;
+pub(crate) mod checksum;
 pub mod dissect;
 pub mod flows;
 pub mod live;

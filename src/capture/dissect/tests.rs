@@ -842,32 +842,3 @@ fn random_and_mutated_frames_never_panic() {
     // The loop must exercise the deep layers, not only reject garbage at the top.
     assert!(dissected_tcp_or_udp > ROUNDS / 4, "{dissected_tcp_or_udp}");
 }
-
-/// The eight-bytes-at-a-time sum folds to the same checksum as adding 16-bit words one
-/// by one (RFC 1071's definition), for every length and alignment of the tail.
-#[test]
-fn fast_sum_folds_like_word_by_word() {
-    use rand::RngCore;
-    let mut rng = ChaCha8Rng::seed_from_u64(1071);
-    for len in 0..200 {
-        for _ in 0..20 {
-            let mut bytes = vec![0u8; len];
-            rng.fill_bytes(&mut bytes);
-            if len > 0 && rng.next_u32() % 4 == 0 {
-                bytes.fill(0xFF); // all ones: the carries at their largest
-            }
-            let mut naive = 0u64;
-            for word in bytes.chunks(2) {
-                let high = u64::from(word[0]);
-                let low = u64::from(word.get(1).copied().unwrap_or(0));
-                naive += (high << 8) | low;
-            }
-            let start = u64::from(rng.next_u32() & 0xFFFF);
-            assert_eq!(
-                super::fold(super::add_words(start, &bytes)),
-                super::fold(start + naive),
-                "length {len}"
-            );
-        }
-    }
-}

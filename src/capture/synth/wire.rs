@@ -37,6 +37,9 @@
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
+use crate::capture::checksum;
+use crate::capture::dissect::option_kind;
+
 /// The pcap magic number for microsecond timestamps, written in our (little-endian)
 /// byte order so that readers can tell the order from it.
 const PCAP_MAGIC: u32 = 0xa1b2_c3d4;
@@ -69,16 +72,6 @@ pub(crate) const TCP_HEADER_LEN: usize = 20;
 pub(crate) const UDP_HEADER_LEN: usize = 8;
 /// The longest TCP options field (header length is at most 15 words = 60 bytes).
 pub(crate) const TCP_MAX_OPTIONS: usize = 40;
-
-/// TCP option kinds (RFC 9293, 7323, 2018).
-mod option_kind {
-    pub const NOP: u8 = 1;
-    pub const MSS: u8 = 2;
-    pub const WINDOW_SCALE: u8 = 3;
-    pub const SACK_PERMITTED: u8 = 4;
-    pub const SACK: u8 = 5;
-    pub const TIMESTAMPS: u8 = 8;
-}
 
 /// The IPv4 and Ethernet fields of one frame.
 #[derive(Debug, Clone, Copy)]
@@ -207,30 +200,9 @@ impl TcpOptionSet {
     }
 }
 
-/// The Internet checksum's running sum (RFC 1071): 16-bit big-endian words added with
-/// the carries folded back in at the end. An odd last byte is padded with a zero.
-fn sum_words(bytes: &[u8], mut sum: u64) -> u64 {
-    let mut chunks = bytes.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-/// Folds a running sum to 16 bits and complements it: the checksum field's value.
-fn finish_checksum(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The checksum of an IPv4 header (its checksum field must be zero while summing).
 pub(crate) fn ipv4_header_checksum(header: &[u8]) -> u16 {
-    finish_checksum(sum_words(header, 0))
+    checksum::finish(checksum::add_words(0, header))
 }
 
 /// The TCP or UDP checksum of `segment` (header with a zero checksum field, then the
@@ -242,11 +214,8 @@ pub(crate) fn ipv4_header_checksum(header: &[u8]) -> u16 {
 /// +----------------+----------------+------+-------+----------------+
 /// ```
 pub(crate) fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
-    let mut sum = sum_words(&src.octets(), 0);
-    sum = sum_words(&dst.octets(), sum);
-    sum += u64::from(proto);
-    sum += segment.len() as u64;
-    finish_checksum(sum_words(segment, sum))
+    let pseudo = checksum::pseudo_header_sum(src.into(), dst.into(), proto, segment.len());
+    checksum::finish(checksum::add_words(pseudo, segment))
 }
 
 /// Fills `out` with bytes of the endless text `pattern`, starting `offset` bytes into
@@ -418,8 +387,8 @@ mod tests {
 
     #[test]
     fn odd_length_is_padded() {
-        assert_eq!(finish_checksum(sum_words(&[0x01], 0)), !0x0100);
-        assert_eq!(finish_checksum(sum_words(&[0x01, 0x02, 0x03], 0)), !0x0402);
+        assert_eq!(ipv4_header_checksum(&[0x01]), !0x0100);
+        assert_eq!(ipv4_header_checksum(&[0x01, 0x02, 0x03]), !0x0402);
     }
 
     #[test]
