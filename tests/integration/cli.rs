@@ -131,8 +131,12 @@ fn a_closed_pipe_ends_the_program_quietly() {
 
 #[test]
 fn demo_runs_end_to_end() {
+    // The demo keeps its capture in the temporary directory: give it one of ours.
+    let scratch = tempfile::tempdir().unwrap();
     let out = run(
-        socklab().args(["demo", "--bench-duration", "200ms"]),
+        socklab()
+            .args(["demo", "--bench-duration", "200ms"])
+            .env("TMPDIR", scratch.path()),
         Duration::from_secs(60),
     );
     let text = stdout(&out);
@@ -180,4 +184,19 @@ fn demo_runs_end_to_end() {
     assert_eq!(count("r2d2: Beep boop"), 1, "{text}");
     // Two proxy tables: the forum's and the pinger's.
     assert_eq!(count("proxy statistics after"), 2, "{text}");
+    // Step 10 analyzes the demo's own capture where capturing is allowed (root, as in
+    // CI), and says why not elsewhere.
+    if text.contains("== 10. What crossed the wire") {
+        let saved: Vec<_> = std::fs::read_dir(scratch.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|name| name.starts_with("socklab-demo-") && name.ends_with(".pcap"))
+            .collect();
+        assert_eq!(saved.len(), 1, "the capture is kept: {saved:?}");
+        for expected in ["$ socklab analyze", "TCP connections", "HELLO", "retransmitted: #"] {
+            assert!(text.contains(expected), "missing {expected:?} in step 10:\n{text}");
+        }
+    } else {
+        assert!(text.contains("(not recording the demo's packets for step 10: "), "{text}");
+    }
 }
