@@ -143,6 +143,16 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutc
     } else {
         read_in_one_stage(capture, link, &mut session, out)?
     };
+    if let View::Follow { stream, .. } | View::Ladder { stream } = opts.view {
+        let streams = session.tcp_streams();
+        if stream >= streams {
+            return Err(CaptureError::NoStream {
+                path: opts.path.clone(),
+                stream,
+                streams,
+            });
+        }
+    }
     let frames = session.frames();
     session.finish(out).map_err(write_error)?;
     Ok(AnalyzeOutcome { frames, warnings })
@@ -398,6 +408,11 @@ impl Session {
     /// Frames fed so far.
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// TCP streams seen so far (`tcp.stream` numbers 0 to this minus one).
+    pub fn tcp_streams(&self) -> u64 {
+        self.analyzer.report().tcp.len() as u64
     }
 
     /// Analyses one frame; the `tcp` view may write its row to `out`.

@@ -118,6 +118,20 @@ pub enum CaptureError {
         /// What is not available.
         what: String,
     },
+    /// `follow` or `ladder` asked for a TCP stream the capture does not have.
+    #[error("{} has no TCP stream {stream} ({})", path.display(), match streams {
+        0 => "it has no TCP connection".to_string(),
+        1 => "its only stream is 0".to_string(),
+        n => format!("its streams are 0 to {}", n - 1),
+    })]
+    NoStream {
+        /// The capture file.
+        path: PathBuf,
+        /// The stream asked for.
+        stream: u64,
+        /// How many TCP streams the capture has.
+        streams: u64,
+    },
 }
 
 /// libpcap's message for `error`, without `prefix` (libpcap often starts with the file

@@ -483,3 +483,41 @@ fn udp_view_on_a_recorded_udp_echo_session() {
         .expect("a preview")
         .contains("ping 1"));
 }
+
+/// `follow` and `ladder` of a stream the capture does not have: one line naming the
+/// file and the streams it has, exit 2, nothing on stdout.
+#[test]
+fn a_stream_that_is_not_there_is_a_one_line_error() {
+    let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+    for (capture, view, stream, says) in [
+        (
+            "echo-tcp.pcap",
+            "follow",
+            "3",
+            "has no TCP stream 3 (its only stream is 0)",
+        ),
+        (
+            "echo-tcp.pcap",
+            "ladder",
+            "1",
+            "has no TCP stream 1 (its only stream is 0)",
+        ),
+        (
+            "echo-udp.pcap",
+            "follow",
+            "0",
+            "has no TCP stream 0 (it has no TCP connection)",
+        ),
+    ] {
+        let output = run(
+            socklab()
+                .arg("analyze")
+                .arg(captures.join(capture))
+                .args([view, stream]),
+            Duration::from_secs(30),
+        );
+        let line = crate::util::assert_user_error(&output);
+        assert!(line.contains(capture) && line.ends_with(says), "{line}");
+        assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+    }
+}

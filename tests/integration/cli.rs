@@ -193,10 +193,21 @@ fn demo_runs_end_to_end() {
             .filter(|name| name.starts_with("socklab-demo-") && name.ends_with(".pcap"))
             .collect();
         assert_eq!(saved.len(), 1, "the capture is kept: {saved:?}");
-        for expected in ["$ socklab analyze", "TCP connections", "HELLO", "retransmitted: #"] {
-            assert!(text.contains(expected), "missing {expected:?} in step 10:\n{text}");
+        for expected in [
+            "$ socklab analyze",
+            "TCP connections",
+            "HELLO",
+            "retransmitted: #",
+        ] {
+            assert!(
+                text.contains(expected),
+                "missing {expected:?} in step 10:\n{text}"
+            );
         }
     } else {
-        assert!(text.contains("(not recording the demo's packets for step 10: "), "{text}");
+        assert!(
+            text.contains("(not recording the demo's packets for step 10: "),
+            "{text}"
+        );
     }
 }
