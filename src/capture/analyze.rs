@@ -263,7 +263,10 @@ fn read_in_stages(
     let (dissected_sender, dissected_receiver) = sync_channel::<Dissected>(STAGE_QUEUE);
     let (recycle_sender, recycle_receiver) = channel::<RawBatch>();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
+        // Named, so `top -H` and `perf report --sort comm` tell the stages apart.
+        let reader = std::thread::Builder::new().name("analyze-read".into());
+        let dissector = std::thread::Builder::new().name("analyze-dissect".into());
+        let spawned = reader.spawn_scoped(scope, move || {
             let fresh = || RawBatch {
                 bytes: Vec::with_capacity(STAGE_BYTES + LARGEST_FRAME),
                 frames: Vec::with_capacity(STAGE_BATCH),
@@ -298,34 +301,42 @@ fn read_in_stages(
             let _ = raw_sender.send(Read::Frames(batch));
             let _ = raw_sender.send(Read::End(end));
         });
-        scope.spawn(move || {
-            for read in raw_receiver.iter() {
-                let staged = match read {
-                    Read::Frames(batch) => {
-                        let dissected = batch
-                            .frames
-                            .iter()
-                            .map(|meta| {
-                                let frame = Frame {
-                                    number: meta.number,
-                                    time_us: meta.time_us,
-                                    data: batch.bytes.get(meta.start..meta.end).unwrap_or(&[]),
-                                    wire_len: meta.wire_len,
-                                };
-                                (*meta, dissect::dissect(link, &frame).without_payload())
-                            })
-                            .collect();
-                        // The reader may be gone already; then the buffer is simply freed.
-                        let _ = recycle_sender.send(batch);
-                        Dissected::Frames(dissected)
+        let spawned = spawned.and_then(|_| {
+            dissector.spawn_scoped(scope, move || {
+                for read in raw_receiver.iter() {
+                    let staged = match read {
+                        Read::Frames(batch) => {
+                            let dissected = batch
+                                .frames
+                                .iter()
+                                .map(|meta| {
+                                    let frame = Frame {
+                                        number: meta.number,
+                                        time_us: meta.time_us,
+                                        data: batch.bytes.get(meta.start..meta.end).unwrap_or(&[]),
+                                        wire_len: meta.wire_len,
+                                    };
+                                    (*meta, dissect::dissect(link, &frame).without_payload())
+                                })
+                                .collect();
+                            // The reader may be gone already; then the buffer is simply freed.
+                            let _ = recycle_sender.send(batch);
+                            Dissected::Frames(dissected)
+                        }
+                        Read::End(end) => Dissected::End(end),
+                    };
+                    if dissected_sender.send(staged).is_err() {
+                        return;
                     }
-                    Read::End(end) => Dissected::End(end),
-                };
-                if dissected_sender.send(staged).is_err() {
-                    return;
                 }
-            }
+            })
         });
+        if let Err(source) = spawned {
+            return Err(CaptureError::Io {
+                what: "cannot start the analysis threads".to_string(),
+                source,
+            });
+        }
         let mut warnings = Vec::new();
         for staged in dissected_receiver.iter() {
             match staged {
