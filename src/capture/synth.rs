@@ -35,7 +35,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use self::tcp::{Close, ConnectionPlan, ConnectionStats, Exchange, Segment};
+pub use self::tcp::TcpCounts;
+use self::tcp::{Close, ConnectionPlan, Exchange, Segment};
 use self::wire::{build_tcp_frame, build_udp_frame, IpFields, PcapWriter, TcpFields};
 use super::CaptureError;
 
@@ -170,29 +171,13 @@ pub struct SynthSummary {
     pub refused_connections: u64,
     /// TCP packets.
     pub tcp_packets: u64,
-    /// Data segments dropped before the capture point (so absent from the file).
-    pub drops: u64,
-    /// Segments the capture shows resent (below the highest sequence number seen in
-    /// their direction): tshark's `tcp.analysis.retransmission`, fast ones included.
-    pub retransmissions: u64,
-    /// Of those, resent on the third duplicate ACK (`tcp.analysis.fast_retransmission`).
-    pub fast_retransmissions: u64,
-    /// Of those, resent while their acknowledgment was already on its way back (the
-    /// capture point saw it first): `tcp.analysis.spurious_retransmission`.
-    pub spurious_retransmissions: u64,
-    /// Resent segments that fill a hole the capture never saw the end of (a lost last
-    /// segment): they look like new data, so no analyzer can count them.
-    pub unseen_retransmissions: u64,
-    /// Segments that start beyond the highest sequence number seen so far in their
-    /// direction: tshark's `tcp.analysis.lost_segment` ("previous segment not captured").
-    pub gaps: u64,
-    /// Duplicate ACKs (`tcp.analysis.duplicate_ack`).
-    pub duplicate_acks: u64,
-    /// Duplicate ACKs with a new window (`tcp.analysis.window_update`): a server's
-    /// first duplicate ACK, right after its unscaled SYN-ACK window.
-    pub window_updates: u64,
-    /// RST segments (refusals and aborts).
-    pub resets: u64,
+    /// Loss and its recovery as tshark counts it: dropped segments (absent from the
+    /// file), retransmissions (fast and spurious ones among them, and resent segments
+    /// that look new because the capture never saw the hole), gaps ("previous segment
+    /// not captured"), duplicate ACKs, window updates, resets. In JSON these fields sit
+    /// beside the others.
+    #[serde(flatten)]
+    pub tcp: TcpCounts,
     /// UDP flows (request/reply exchanges between one client port and the server).
     pub udp_flows: u64,
     /// UDP packets.
@@ -234,15 +219,15 @@ pub fn render_summary(path: &Path, summary: &SynthSummary) -> String {
         summary.tcp_connections,
         summary.refused_connections,
         summary.tcp_packets,
-        summary.drops,
-        summary.retransmissions,
-        summary.fast_retransmissions,
-        summary.spurious_retransmissions,
-        summary.unseen_retransmissions,
-        summary.gaps,
-        summary.duplicate_acks,
-        summary.window_updates,
-        summary.resets,
+        summary.tcp.drops,
+        summary.tcp.retransmissions,
+        summary.tcp.fast_retransmissions,
+        summary.tcp.spurious_retransmissions,
+        summary.tcp.unseen_retransmissions,
+        summary.tcp.gaps,
+        summary.tcp.duplicate_acks,
+        summary.tcp.window_updates,
+        summary.tcp.resets,
         summary.udp_flows,
         summary.udp_packets,
         summary.udp_unanswered,
@@ -562,7 +547,7 @@ impl Generator<'_> {
         service: Service,
         plan: &ConnectionPlan,
         segments: Vec<Segment>,
-        stats: ConnectionStats,
+        stats: TcpCounts,
     ) -> OpenFlow {
         let (client, client_port) = self.pick_client();
         let count = segments.len() as u64;
@@ -570,15 +555,7 @@ impl Generator<'_> {
         summary.tcp_connections += 1;
         summary.refused_connections += u64::from(plan.refused);
         summary.tcp_packets += count;
-        summary.drops += stats.drops;
-        summary.retransmissions += stats.retransmissions;
-        summary.fast_retransmissions += stats.fast_retransmissions;
-        summary.spurious_retransmissions += stats.spurious_retransmissions;
-        summary.unseen_retransmissions += stats.unseen_retransmissions;
-        summary.gaps += stats.gaps;
-        summary.duplicate_acks += stats.duplicate_acks;
-        summary.window_updates += stats.window_updates;
-        summary.resets += stats.resets;
+        summary.tcp += stats;
         self.assigned += count;
         OpenFlow {
             client,
@@ -758,7 +735,7 @@ mod tests {
         // About a tenth of the packets are UDP, as asked.
         assert!((250..=350).contains(&udp), "{udp} UDP packets");
         assert!(summary.tcp_connections > 30);
-        assert!(summary.drops > 0 && summary.retransmissions > 0);
+        assert!(summary.tcp.drops > 0 && summary.tcp.retransmissions > 0);
     }
 
     #[test]
@@ -769,10 +746,10 @@ mod tests {
         });
         assert_eq!(
             (
-                summary.drops,
-                summary.retransmissions,
-                summary.gaps,
-                summary.duplicate_acks
+                summary.tcp.drops,
+                summary.tcp.retransmissions,
+                summary.tcp.gaps,
+                summary.tcp.duplicate_acks
             ),
             (0, 0, 0, 0)
         );

@@ -88,7 +88,7 @@ fn tshark_agrees_with_what_synth_generated() {
     let summary = write_synthetic(&same, &options).unwrap();
     assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&same).unwrap());
     assert!(
-        summary.drops > 20 && summary.fast_retransmissions > 5,
+        summary.tcp.drops > 20 && summary.tcp.fast_retransmissions > 5,
         "{summary:?}"
     );
 
@@ -114,14 +114,14 @@ fn tshark_agrees_with_what_synth_generated() {
     let found: Vec<(&str, usize)> = flags.iter().copied().zip(counts).collect();
     let expected = [
         // Timeout and fast retransmissions: every resent segment the capture can show.
-        ("retransmission", summary.retransmissions),
-        ("fast_retransmission", summary.fast_retransmissions),
+        ("retransmission", summary.tcp.retransmissions),
+        ("fast_retransmission", summary.tcp.fast_retransmissions),
         // "Previous segment not captured": exactly where a dropped segment left a hole.
-        ("lost_segment", summary.gaps),
-        ("duplicate_ack", summary.duplicate_acks),
+        ("lost_segment", summary.tcp.gaps),
+        ("duplicate_ack", summary.tcp.duplicate_acks),
         // A server's duplicate ACK right after its SYN-ACK changes the window from the
         // unscaled SYN value, so tshark calls it a window update instead.
-        ("window_update", summary.window_updates),
+        ("window_update", summary.tcp.window_updates),
         // Nothing was acknowledged that the capture did not see, no resent segment
         // came so soon after the highest one that it looks out of order, and windows
         // never filled.
@@ -129,7 +129,10 @@ fn tshark_agrees_with_what_synth_generated() {
         ("out_of_order", 0),
         // A timeout retransmission can cross the ACK that makes it unnecessary (the
         // ACK of a lost segment's own retransmission): tshark calls that spurious.
-        ("spurious_retransmission", summary.spurious_retransmissions),
+        (
+            "spurious_retransmission",
+            summary.tcp.spurious_retransmissions,
+        ),
         ("keep_alive", 0),
         ("window_full", 0),
         ("zero_window", 0),

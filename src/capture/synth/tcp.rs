@@ -164,9 +164,10 @@ pub(crate) struct Segment {
     resend: Option<Cause>,
 }
 
-/// What the capture shows about one connection, for the summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ConnectionStats {
+/// What the capture shows of TCP's loss recovery, counted as tshark counts it: for one
+/// connection, and summed over the file in [`super::SynthSummary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpCounts {
     /// Data segments dropped before the capture point.
     pub drops: u64,
     /// Resent segments the capture shows as retransmissions.
@@ -189,6 +190,20 @@ pub(crate) struct ConnectionStats {
     pub window_updates: u64,
     /// RST segments.
     pub resets: u64,
+}
+
+impl std::ops::AddAssign for TcpCounts {
+    fn add_assign(&mut self, other: TcpCounts) {
+        self.drops += other.drops;
+        self.retransmissions += other.retransmissions;
+        self.fast_retransmissions += other.fast_retransmissions;
+        self.spurious_retransmissions += other.spurious_retransmissions;
+        self.unseen_retransmissions += other.unseen_retransmissions;
+        self.gaps += other.gaps;
+        self.duplicate_acks += other.duplicate_acks;
+        self.window_updates += other.window_updates;
+        self.resets += other.resets;
+    }
 }
 
 /// Why a segment is being resent.
@@ -344,10 +359,7 @@ struct TapDirection {
 }
 
 /// Simulates one connection; returns its packets in capture order and what they show.
-pub(crate) fn simulate(
-    plan: &ConnectionPlan,
-    rng: &mut ChaCha8Rng,
-) -> (Vec<Segment>, ConnectionStats) {
+pub(crate) fn simulate(plan: &ConnectionPlan, rng: &mut ChaCha8Rng) -> (Vec<Segment>, TcpCounts) {
     let mut sim = Simulation::new(plan, rng);
     sim.run();
     // Each direction is already in time order; merge them (stable: equal times keep the
@@ -361,8 +373,8 @@ pub(crate) fn simulate(
 /// Keeps the books a capture analyzer keeps (tshark's rules), over the packets in the
 /// order the capture point saw them: a segment sent earlier can reach it later than
 /// one from the other side, so this cannot be done while simulating.
-fn account(packets: &[Segment]) -> ConnectionStats {
-    let mut stats = ConnectionStats::default();
+fn account(packets: &[Segment]) -> TcpCounts {
+    let mut stats = TcpCounts::default();
     let mut tap = [TapDirection::default(); 2];
     for packet in packets {
         let side = usize::from(!packet.from_client);
@@ -1197,7 +1209,7 @@ mod tests {
         }
     }
 
-    fn run(plan: &ConnectionPlan, seed: u64) -> (Vec<Segment>, ConnectionStats) {
+    fn run(plan: &ConnectionPlan, seed: u64) -> (Vec<Segment>, TcpCounts) {
         simulate(plan, &mut ChaCha8Rng::seed_from_u64(seed))
     }
 
@@ -1246,7 +1258,7 @@ mod tests {
                 (c, 102, 0, 3002, ACK),
             ]
         );
-        assert_eq!(stats, ConnectionStats::default());
+        assert_eq!(stats, TcpCounts::default());
         // The handshake carries the options; the SYN-ACK echoes the SYN's timestamp.
         let TcpOptionSet::Syn { tsval, .. } = packets[0].options else {
             panic!("the SYN carries SYN options")
@@ -1428,7 +1440,7 @@ mod tests {
         let stats = account(&packets);
         assert_eq!(
             stats,
-            ConnectionStats {
+            TcpCounts {
                 drops: 0,
                 retransmissions: 2,
                 fast_retransmissions: 1,
