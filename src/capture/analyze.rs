@@ -24,7 +24,7 @@ use super::flows::{Analyzer, Observation, Report};
 use super::packet::{Frame, LinkType, Packet, Transport};
 use super::tcp::SegmentInfo;
 use super::views::{follow, forum, ladder, udp, FrameView};
-use super::{dissect, reader, render, CaptureError};
+use super::{dissect, reader, render, stages, CaptureError};
 use crate::output::table;
 
 /// The `tcp` table keeps at most this many rows (about 1 kB each); beyond, it says how
@@ -139,9 +139,16 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutc
             }
         })?;
     let warnings = if opts.view.reads_headers_only() {
-        read_in_stages(capture, link, &mut session, out)?
+        stages::read_in_stages(
+            capture,
+            &opts.path,
+            opts.filter.as_deref(),
+            &mut session,
+            out,
+        )?
+        .warnings
     } else {
-        read_in_one_stage(capture, link, &mut session, out)?
+        read_in_one_stage(capture, &mut session, out)?
     };
     if let View::Follow { stream, .. } | View::Ladder { stream } = opts.view {
         let streams = session.tcp_streams();
@@ -159,7 +166,7 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> Result<AnalyzeOutc
 }
 
 /// The error for a failed write of the analysis.
-fn write_error(source: io::Error) -> CaptureError {
+pub(crate) fn write_error(source: io::Error) -> CaptureError {
     CaptureError::Io {
         what: "cannot write the analysis".to_string(),
         source,
@@ -167,18 +174,20 @@ fn write_error(source: io::Error) -> CaptureError {
 }
 
 /// The warning for a file that ends inside a frame.
-fn truncation_warning(truncated: &CaptureError) -> String {
+pub(crate) fn truncation_warning(truncated: &CaptureError) -> String {
     format!("{truncated}; showing the frames before it")
 }
 
 /// Reads, dissects and analyses each frame in turn, on this thread: for the views
-/// that show payload bytes (udp, forum, follow, ladder).
-fn read_in_one_stage(
+/// that show payload bytes (udp, forum, follow, ladder), and for the rest of a file
+/// whose frames the staged reading cannot take apart from what it keeps
+/// (see [`stages`]).
+pub(crate) fn read_in_one_stage(
     mut capture: reader::CaptureFile,
-    link: LinkType,
     session: &mut Session,
     out: &mut dyn Write,
 ) -> Result<Vec<String>, CaptureError> {
+    let link = capture.link_type();
     loop {
         match capture.next_frame() {
             Ok(Some(frame)) => {
@@ -192,175 +201,6 @@ fn read_in_one_stage(
             Err(other) => return Err(other),
         }
     }
-}
-
-/// Frames handed from one stage to the next at once: enough to make the hand-over
-/// cheap, few enough to keep memory flat.
-const STAGE_BATCH: usize = 4096;
-
-/// Batches in flight between two stages: how far a stage may run ahead.
-const STAGE_QUEUE: usize = 2;
-
-/// A batch of raw frames is sent on once its bytes pass this size, whatever their
-/// count: a handful of such buffers are in use at a time, so this bounds the memory of
-/// the pipeline (~10 MB in all) for files of large frames too.
-const STAGE_BYTES: usize = 1 << 20;
-
-/// Room for one more frame of the largest size libpcap hands over, so a buffer filled
-/// to [`STAGE_BYTES`] never grows (growing would double it).
-const LARGEST_FRAME: usize = 256 * 1024;
-
-/// A frame's numbers, and where its bytes are in its batch's buffer.
-#[derive(Debug, Clone, Copy)]
-struct FrameMeta {
-    number: u64,
-    time_us: i64,
-    wire_len: u32,
-    start: usize,
-    end: usize,
-}
-
-/// Frames as read: their bytes one after another in `bytes`.
-struct RawBatch {
-    bytes: Vec<u8>,
-    frames: Vec<FrameMeta>,
-}
-
-/// What the reading stage sends to the dissecting stage: frames, then how the file
-/// ended.
-enum Read {
-    Frames(RawBatch),
-    End(Result<(), CaptureError>),
-}
-
-/// What the dissecting stage sends to the analysing stage.
-enum Dissected {
-    Frames(Vec<(FrameMeta, Packet<'static>)>),
-    End(Result<(), CaptureError>),
-}
-
-/// Three stages on three threads, for the views that read headers only (summary,
-/// flows, handshakes, tcp):
-///
-/// ```text
-///   read (libpcap) ──raw frames──> dissect (+ checksums) ──headers──> analyze + view
-///   reader thread                  dissector thread                   this thread
-/// ```
-///
-/// Reading is mostly the kernel copying the file, dissecting is mostly summing
-/// checksums, analysing is mostly looking flows up: on a machine with two cores or
-/// more they overlap, and the whole takes about the time of the slowest stage instead
-/// of the sum of all three (BENCHMARKS.md#analyze). Buffers go back to the reader once
-/// dissected, so memory stays a few batches whatever the file's size.
-fn read_in_stages(
-    mut capture: reader::CaptureFile,
-    link: LinkType,
-    session: &mut Session,
-    out: &mut dyn Write,
-) -> Result<Vec<String>, CaptureError> {
-    use std::sync::mpsc::{channel, sync_channel};
-    let (raw_sender, raw_receiver) = sync_channel::<Read>(STAGE_QUEUE);
-    let (dissected_sender, dissected_receiver) = sync_channel::<Dissected>(STAGE_QUEUE);
-    let (recycle_sender, recycle_receiver) = channel::<RawBatch>();
-    std::thread::scope(|scope| {
-        // Named, so `top -H` and `perf report --sort comm` tell the stages apart.
-        let reader = std::thread::Builder::new().name("analyze-read".into());
-        let dissector = std::thread::Builder::new().name("analyze-dissect".into());
-        let spawned = reader.spawn_scoped(scope, move || {
-            let fresh = || RawBatch {
-                bytes: Vec::with_capacity(STAGE_BYTES + LARGEST_FRAME),
-                frames: Vec::with_capacity(STAGE_BATCH),
-            };
-            let mut batch = fresh();
-            let end = loop {
-                match capture.next_frame() {
-                    Ok(Some(frame)) => {
-                        let start = batch.bytes.len();
-                        batch.bytes.extend_from_slice(frame.data);
-                        batch.frames.push(FrameMeta {
-                            number: frame.number,
-                            time_us: frame.time_us,
-                            wire_len: frame.wire_len,
-                            start,
-                            end: batch.bytes.len(),
-                        });
-                        if batch.frames.len() == STAGE_BATCH || batch.bytes.len() >= STAGE_BYTES {
-                            let mut next = recycle_receiver.try_recv().unwrap_or_else(|_| fresh());
-                            next.bytes.clear();
-                            next.frames.clear();
-                            let full = std::mem::replace(&mut batch, next);
-                            if raw_sender.send(Read::Frames(full)).is_err() {
-                                return; // a later stage stopped (a write failed)
-                            }
-                        }
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(error) => break Err(error),
-                }
-            };
-            let _ = raw_sender.send(Read::Frames(batch));
-            let _ = raw_sender.send(Read::End(end));
-        });
-        let spawned = spawned.and_then(|_| {
-            dissector.spawn_scoped(scope, move || {
-                for read in raw_receiver.iter() {
-                    let staged = match read {
-                        Read::Frames(batch) => {
-                            let dissected = batch
-                                .frames
-                                .iter()
-                                .map(|meta| {
-                                    let frame = Frame {
-                                        number: meta.number,
-                                        time_us: meta.time_us,
-                                        data: batch.bytes.get(meta.start..meta.end).unwrap_or(&[]),
-                                        wire_len: meta.wire_len,
-                                    };
-                                    (*meta, dissect::dissect(link, &frame).without_payload())
-                                })
-                                .collect();
-                            // The reader may be gone already; then the buffer is simply freed.
-                            let _ = recycle_sender.send(batch);
-                            Dissected::Frames(dissected)
-                        }
-                        Read::End(end) => Dissected::End(end),
-                    };
-                    if dissected_sender.send(staged).is_err() {
-                        return;
-                    }
-                }
-            })
-        });
-        if let Err(source) = spawned {
-            return Err(CaptureError::Io {
-                what: "cannot start the analysis threads".to_string(),
-                source,
-            });
-        }
-        let mut warnings = Vec::new();
-        for staged in dissected_receiver.iter() {
-            match staged {
-                Dissected::Frames(frames) => {
-                    for (meta, packet) in &frames {
-                        let frame = Frame {
-                            number: meta.number,
-                            time_us: meta.time_us,
-                            data: &[],
-                            wire_len: meta.wire_len,
-                        };
-                        // Returning drops the receiver, which stops the other stages.
-                        session.observe(&frame, packet, out).map_err(write_error)?;
-                    }
-                }
-                Dissected::End(Ok(())) => {}
-                Dissected::End(Err(truncated @ CaptureError::Truncated { .. })) => {
-                    warnings.push(truncation_warning(&truncated));
-                }
-                Dissected::End(Err(other)) => return Err(other),
-            }
-        }
-        Ok(warnings)
-    })
 }
 
 /// One analysis in progress: feed it frames, then finish it. Kept apart from file
@@ -588,9 +428,10 @@ mod tests {
                     let mut session = Session::new(&view, json, false, link).expect("a view");
                     let mut out = Vec::new();
                     let warnings = if staged {
-                        read_in_stages(capture, link, &mut session, &mut out)
+                        stages::read_in_stages(capture, &path, None, &mut session, &mut out)
+                            .map(|staged| staged.warnings)
                     } else {
-                        read_in_one_stage(capture, link, &mut session, &mut out)
+                        read_in_one_stage(capture, &mut session, &mut out)
                     }
                     .expect("read");
                     let frames = session.frames();

@@ -64,7 +64,7 @@ use etherparse::err::ip::{HeaderError as IpHeaderError, LaxHeaderSliceError};
 use etherparse::err::ipv6_exts::HeaderSliceError as Ipv6ExtError;
 use etherparse::{Ipv6ExtensionSlice, LaxIpSlice};
 
-use super::checksum::{add_with_carry, add_words, fold, pseudo_header_sum};
+use super::checksum::{add_at_offset, add_with_carry, add_words, fold, pseudo_header_sum};
 use super::packet::{
     Checksum, FragmentInfo, Frame, IpInfo, LinkType, Packet, TcpOptions, TcpSegment, Transport,
     UdpDatagram,
@@ -185,17 +185,62 @@ pub fn dissect_with_options<'a>(link: LinkType, frame: &Frame<'a>) -> (Packet<'a
     (packet, options)
 }
 
+/// What the staged reader (see [`super::stages`]) keeps of a long frame after its
+/// first bytes: how many bytes it skipped and their sum, then the frame's last bytes.
+///
+/// ```text
+/// | head: frame.data (kept) | skipped: len bytes, only their sum kept | tail (kept) |
+/// ```
+///
+/// The headers are in the head; a TCP or UDP checksum covers the segment to its end,
+/// which is in the tail (or is the frame's end), so the sum of the skipped middle is
+/// all the checksum needs of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Skipped<'a> {
+    /// How many bytes were skipped after the head.
+    pub len: usize,
+    /// Their one's-complement sum, as 16-bit words counted from the first skipped byte.
+    pub sum: u16,
+    /// The frame's last bytes, which follow the skipped ones.
+    pub tail: &'a [u8],
+}
+
+/// [`dissect_kept`] needed bytes that the reader skipped: a header that runs past the
+/// head, or a segment that ends among the skipped bytes (a trailer longer than the
+/// tail). The frame must be dissected whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotKept;
+
+/// Dissects a long frame of which only `frame.data` (its first bytes), the sum of the
+/// `skipped` ones and its tail were kept, with the same result, payloads aside, as
+/// [`dissect`] of the whole frame would give: every header field, length, note and
+/// checksum verdict. The packet has empty payloads, as from
+/// [`Packet::without_payload`].
+///
+/// # Errors
+/// [`NotKept`] when the frame needs the skipped bytes themselves (see there).
+pub fn dissect_kept(
+    link: LinkType,
+    frame: &Frame<'_>,
+    skipped: Skipped<'_>,
+) -> Result<Packet<'static>, NotKept> {
+    let mut out = Dissection::new(frame, None, Some(skipped));
+    if let Err(reason) = dissect_link(link, frame.data, &mut out) {
+        out.note(reason);
+    }
+    if out.not_kept {
+        return Err(NotKept);
+    }
+    Ok(out.packet.without_payload())
+}
+
 /// [`dissect`], filling `options` with the TCP options in header order when asked to.
 fn dissect_into<'a>(
     link: LinkType,
     frame: &Frame<'a>,
     options: Option<&mut Vec<TcpOption>>,
 ) -> Packet<'a> {
-    let mut out = Dissection {
-        packet: Packet::default(),
-        options,
-        cut_by_snaplen: usize::try_from(frame.wire_len).unwrap_or(usize::MAX) > frame.data.len(),
-    };
+    let mut out = Dissection::new(frame, options, None);
     if let Err(reason) = dissect_link(link, frame.data, &mut out) {
         out.note(reason);
     }
@@ -209,12 +254,45 @@ struct Dissection<'a, 'o> {
     options: Option<&'o mut Vec<TcpOption>>,
     /// The frame was longer on the wire than what was captured (snap length).
     cut_by_snaplen: bool,
+    /// For [`dissect_kept`]: what follows the frame's bytes in hand.
+    skipped: Option<Skipped<'a>>,
+    /// For [`dissect_kept`]: a skipped byte was needed.
+    not_kept: bool,
 }
 
-impl Dissection<'_, '_> {
+impl<'a, 'o> Dissection<'a, 'o> {
+    fn new(
+        frame: &Frame<'a>,
+        options: Option<&'o mut Vec<TcpOption>>,
+        skipped: Option<Skipped<'a>>,
+    ) -> Self {
+        let captured = frame.data.len() + skipped.map_or(0, |s| s.len + s.tail.len());
+        Dissection {
+            packet: Packet::default(),
+            options,
+            cut_by_snaplen: usize::try_from(frame.wire_len).unwrap_or(usize::MAX) > captured,
+            skipped,
+            not_kept: false,
+        }
+    }
+
     /// Records a problem; the first one is the one reported.
     fn note(&mut self, reason: String) {
         self.packet.malformed.get_or_insert(reason);
+    }
+
+    /// Captured bytes that are not in the slice being read: those after a kept head.
+    fn beyond_head(&self) -> usize {
+        self.skipped.map_or(0, |s| s.len + s.tail.len())
+    }
+
+    /// A header was cut short where the head ends: with skipped bytes after it, that is
+    /// the reader's cut, not the frame's (the frame must be read whole).
+    fn cut(&mut self, reason: String) -> String {
+        if self.skipped.is_some() {
+            self.not_kept = true;
+        }
+        reason
     }
 }
 
@@ -372,13 +450,45 @@ struct TransportContext<'a> {
     dst: IpAddr,
     /// The transport layer's length according to the IP header.
     len: usize,
-    /// The transport bytes captured (at most `len`).
+    /// How many of its bytes were captured (at most `len`).
+    captured: usize,
+    /// The transport bytes in hand: all those captured, or for [`dissect_kept`] those
+    /// in the head, the rest being `skipped` and its tail.
     bytes: &'a [u8],
+    skipped: Option<Skipped<'a>>,
     /// The checksum can be verified: the segment is not a fragment, and was captured
     /// whole (checked again against `len` by each protocol).
     verifiable: bool,
     /// The capture is loopback-like: a wrong checksum is not evidence of corruption.
     loopback: bool,
+}
+
+impl TransportContext<'_> {
+    /// Whether the head ends inside the transport layer (only for [`dissect_kept`]).
+    fn cut_by_head(&self) -> bool {
+        self.bytes.len() < self.captured
+    }
+
+    /// The one's-complement sum of the first `end` transport bytes (at most
+    /// `captured`), or `None` when they end among skipped bytes. Past a kept head the
+    /// sum is put together from the head's bytes, the skipped bytes' sum and the tail's.
+    fn sum_of_first(&self, end: usize) -> Option<u64> {
+        let in_head = self.bytes.len();
+        if end <= in_head {
+            return self.bytes.get(..end).map(|bytes| add_words(0, bytes));
+        }
+        let skipped = self.skipped?;
+        let tail = skipped
+            .tail
+            .get(..end.checked_sub(in_head + skipped.len)?)?;
+        let mut sum = add_words(0, self.bytes);
+        sum = add_at_offset(sum, u64::from(skipped.sum), in_head);
+        Some(add_at_offset(
+            sum,
+            add_words(0, tail),
+            in_head + skipped.len,
+        ))
+    }
 }
 
 /// Reads the IPv4 or IPv6 header (with etherparse), fills `out.packet.ip`, then the
@@ -410,10 +520,10 @@ fn dissect_ip<'a>(
     let (slice, extension_error) = LaxIpSlice::from_slice(bytes).map_err(|error| match error {
         LaxHeaderSliceError::Len(len) => {
             let layer = if version == Some(6) { "IPv6" } else { "IPv4" };
-            format!(
+            out.cut(format!(
                 "{layer} header cut: {} of {} bytes",
                 len.len, len.required_len
-            )
+            ))
         }
         LaxHeaderSliceError::Content(IpHeaderError::UnsupportedIpVersion { version_number }) => {
             format!("IP header: version {version_number} is neither 4 nor 6")
@@ -425,7 +535,8 @@ fn dissect_ip<'a>(
             )
         }
     })?;
-    let captured_ip_len = bytes.len();
+    // What was captured of the packet, including any bytes after a kept head.
+    let captured_ip_len = bytes.len() + out.beyond_head();
     let (mut info, payload, announced_len) = match &slice {
         LaxIpSlice::Ipv4(ipv4) => {
             let header = ipv4.header();
@@ -517,10 +628,10 @@ fn dissect_ip<'a>(
     }
     if let Some((error, layer)) = extension_error {
         return Err(match error {
-            Ipv6ExtError::Len(len) => format!(
+            Ipv6ExtError::Len(len) => out.cut(format!(
                 "IPv{version} extension header ({layer}) cut: {} of {} bytes",
                 len.len, len.required_len
-            ),
+            )),
             Ipv6ExtError::Content(content) => format!("IPv{version} extension header: {content}"),
         });
     }
@@ -538,7 +649,9 @@ fn dissect_ip<'a>(
         src,
         dst,
         len: total_len - header_len,
+        captured: total_len.min(captured_ip_len).saturating_sub(header_len),
         bytes: payload,
+        skipped: out.skipped,
         verifiable: !is_fragment,
         loopback,
     };
@@ -574,7 +687,11 @@ fn dissect_tcp<'a>(
     out: &mut Dissection<'a, '_>,
 ) -> Result<(), String> {
     let bytes = context.bytes;
-    let header: &[u8; TCP_MIN_HEADER_LEN] = fixed(bytes, "TCP header")?;
+    let header: &[u8; TCP_MIN_HEADER_LEN] = match fixed(bytes, "TCP header") {
+        Ok(header) => header,
+        Err(reason) if context.cut_by_head() => return Err(out.cut(reason)),
+        Err(reason) => return Err(reason),
+    };
     let header_len = usize::from(header[12] >> 4) * 4;
     let mut segment = TcpSegment {
         src_port: be16(header[0], header[1]),
@@ -620,16 +737,21 @@ fn dissect_tcp<'a>(
     segment.payload_len = u32::try_from(context.len - header_len).unwrap_or(u32::MAX);
     // `bytes` holds at most what IP announced, so the payload never reaches padding.
     segment.payload = after(bytes, header_len);
-    if context.verifiable && bytes.len() == context.len {
-        segment.checksum = verify_checksum(context, PROTOCOL_TCP, bytes, found, false);
+    if context.verifiable && context.captured == context.len {
+        segment.checksum = verify_checksum(context, PROTOCOL_TCP, context.len, found, false, out);
     }
     out.packet.transport = Transport::Tcp(segment);
     if option_bytes.is_none() {
-        return Err(format!(
+        let reason = format!(
             "TCP options cut: {} of {} bytes",
             bytes.len().saturating_sub(TCP_MIN_HEADER_LEN),
             header_len - TCP_MIN_HEADER_LEN
-        ));
+        );
+        return Err(if context.cut_by_head() {
+            out.cut(reason)
+        } else {
+            reason
+        });
     }
     match option_error {
         Some(reason) => Err(reason),
@@ -654,7 +776,11 @@ fn dissect_udp<'a>(
     out: &mut Dissection<'a, '_>,
 ) -> Result<(), String> {
     let bytes = context.bytes;
-    let header: &[u8; UDP_HEADER_LEN] = fixed(bytes, "UDP header")?;
+    let header: &[u8; UDP_HEADER_LEN] = match fixed(bytes, "UDP header") {
+        Ok(header) => header,
+        Err(reason) if context.cut_by_head() => return Err(out.cut(reason)),
+        Err(reason) => return Err(reason),
+    };
     let length_field = be16(header[4], header[5]);
     let found = be16(header[UDP_CHECKSUM_OFFSET], header[UDP_CHECKSUM_OFFSET + 1]);
     let length = usize::from(length_field);
@@ -668,8 +794,8 @@ fn dissect_udp<'a>(
     };
     let checksum = if context.src.is_ipv4() && found == 0 {
         Checksum::Zero
-    } else if context.verifiable && consistent && bytes.len() >= length {
-        verify_checksum(context, PROTOCOL_UDP, first(bytes, length), found, true)
+    } else if context.verifiable && consistent && context.captured >= length {
+        verify_checksum(context, PROTOCOL_UDP, length, found, true, out)
     } else {
         Checksum::NotVerified
     };
@@ -695,11 +821,6 @@ fn dissect_udp<'a>(
             context.len
         ))
     }
-}
-
-/// The first `len` bytes (all of them if there are fewer).
-fn first(bytes: &[u8], len: usize) -> &[u8] {
-    bytes.get(..len).unwrap_or(bytes)
 }
 
 /// Walks the TCP options (kind, length, value; kinds 0 and 1 are a single byte) and
@@ -794,17 +915,24 @@ fn summarize(summary: &mut TcpOptions, option: TcpOption) {
     }
 }
 
-/// Verifies the checksum of a whole TCP or UDP `segment` whose field holds `found`,
-/// applying the loopback/offload rule of the module documentation.
+/// Verifies the checksum of a whole TCP or UDP segment, the first `len` transport
+/// bytes, whose field holds `found`, applying the loopback/offload rule of the module
+/// documentation.
 fn verify_checksum(
     context: &TransportContext<'_>,
     protocol: u8,
-    segment: &[u8],
+    len: usize,
     found: u16,
     is_udp: bool,
+    out: &mut Dissection<'_, '_>,
 ) -> Checksum {
-    let pseudo = pseudo_header_sum(context.src, context.dst, protocol, segment.len());
-    let total = add_words(pseudo, segment);
+    let pseudo = pseudo_header_sum(context.src, context.dst, protocol, len);
+    let Some(segment_sum) = context.sum_of_first(len) else {
+        // The segment ends among bytes the staged reader skipped.
+        out.not_kept = true;
+        return Checksum::NotVerified;
+    };
+    let total = add_with_carry(pseudo, segment_sum);
     // Summing the data with a correct checksum in it gives all ones (RFC 1071).
     if fold(total) == 0xFFFF {
         return Checksum::Good;

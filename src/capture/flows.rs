@@ -20,8 +20,8 @@
 //! ```
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
 use super::packet::{tcp_flags, Checksum, Frame, IpInfo, LinkType, Packet, TcpSegment, Transport};
 use super::tcp::{Direction, Marks, SegmentInfo, TcpTracker};
@@ -55,8 +55,18 @@ pub struct DatagramInfo {
 }
 
 /// A conversation's key: both endpoints, smaller first, so both directions meet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FlowKey(SocketAddr, SocketAddr);
+///
+/// The addresses are kept as plain numbers (an IPv4 address in the low 32 bits), not
+/// as `SocketAddr`s: every packet builds, hashes and compares one, and integers are
+/// the cheapest things to hash and compare (`SocketAddr` also hashes its enum tag and
+/// IPv6's flow label and scope id, which a flow key never needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowKey {
+    addresses: [u128; 2],
+    ports: [u16; 2],
+    /// IPv4 and IPv6 flows never meet, even when the numbers look alike (::1 and 0.0.0.1).
+    ipv6: bool,
+}
 
 /// The flow tables: a [`FlowKey`] to an index into the report's list.
 type FlowTable = HashMap<FlowKey, usize, BuildHasherDefault<FlowHasher>>;
@@ -114,11 +124,35 @@ impl Hasher for FlowHasher {
 
 impl FlowKey {
     fn new(a: SocketAddr, b: SocketAddr) -> FlowKey {
-        if a <= b {
-            FlowKey(a, b)
-        } else {
-            FlowKey(b, a)
+        let ipv6 = a.is_ipv6();
+        let a = (address_bits(a.ip()), a.port());
+        let b = (address_bits(b.ip()), b.port());
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            addresses: [low.0, high.0],
+            ports: [low.1, high.1],
+            ipv6,
         }
+    }
+}
+
+/// An address as one number: IPv4's 32 bits, or IPv6's 128.
+fn address_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl Hash for FlowKey {
+    /// Five 64-bit words: the two addresses' halves, then both ports and the family.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for address in self.addresses {
+            state.write_u64(address as u64); // the low half (truncation intended)
+            state.write_u64((address >> 64) as u64);
+        }
+        let [low, high] = self.ports;
+        state.write_u64(u64::from(low) | u64::from(high) << 16 | u64::from(self.ipv6) << 32);
     }
 }
 

@@ -34,6 +34,7 @@ pub mod live;
 pub mod packet;
 pub mod reader;
 pub mod render;
+pub mod stages;
 pub mod synth;
 pub mod tcp;
 pub mod views;

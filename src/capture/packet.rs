@@ -231,39 +231,26 @@ impl Packet<'_> {
     /// This packet without its payload bytes, owning everything it holds: every header
     /// field and length is kept, only the borrowed `payload` slices become empty. The
     /// views that read headers only (summary, flows, handshakes, tcp) get packets in
-    /// this form from the thread that reads and dissects the file (see
-    /// [`super::analyze`]).
-    pub fn without_payload(&self) -> Packet<'static> {
-        let transport = match &self.transport {
+    /// this form from the thread that dissects the file (see [`super::stages`]). It
+    /// takes the packet by value, so nothing is cloned: the fields move across.
+    pub fn without_payload(self) -> Packet<'static> {
+        let transport = match self.transport {
             Transport::Tcp(segment) => Transport::Tcp(TcpSegment {
-                src_port: segment.src_port,
-                dst_port: segment.dst_port,
-                seq: segment.seq,
-                ack: segment.ack,
-                flags: segment.flags,
-                header_len: segment.header_len,
-                window: segment.window,
-                options: segment.options.clone(),
-                payload_len: segment.payload_len,
                 payload: &[],
-                checksum: segment.checksum,
+                ..segment
             }),
             Transport::Udp(datagram) => Transport::Udp(UdpDatagram {
-                src_port: datagram.src_port,
-                dst_port: datagram.dst_port,
-                length_field: datagram.length_field,
-                ip_len: datagram.ip_len,
                 payload: &[],
-                checksum: datagram.checksum,
+                ..datagram
             }),
             Transport::Fragment => Transport::Fragment,
-            Transport::Other(protocol) => Transport::Other(*protocol),
+            Transport::Other(protocol) => Transport::Other(protocol),
             Transport::None => Transport::None,
         };
         Packet {
-            ip: self.ip.clone(),
+            ip: self.ip,
             transport,
-            malformed: self.malformed.clone(),
+            malformed: self.malformed,
         }
     }
 }
@@ -310,7 +297,7 @@ mod tests {
             }),
             malformed: Some("a note".to_string()),
         };
-        let stripped = packet.without_payload();
+        let stripped = packet.clone().without_payload();
         assert_eq!(stripped.ip, packet.ip);
         assert_eq!(stripped.malformed.as_deref(), Some("a note"));
         let (Transport::Tcp(before), Transport::Tcp(after)) =
