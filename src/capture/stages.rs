@@ -102,7 +102,7 @@ impl RawBatch {
         let parts = (data.len() > HEAD + TAIL)
             .then(|| {
                 let (head, rest) = data.split_at_checked(HEAD)?;
-                let (middle, tail) = rest.split_at_checked(rest.len() - TAIL)?;
+                let (middle, tail) = rest.split_at_checked(rest.len().checked_sub(TAIL)?)?;
                 Some((head, middle, tail))
             })
             .flatten();
@@ -377,6 +377,49 @@ mod tests {
             savefile.write(&PcapPacket::new(&header, &bytes));
         }
         savefile.flush().expect("flush savefile");
+    }
+
+    /// Frames up to `HEAD + TAIL` bytes are kept whole; a longer one keeps its head and
+    /// tail, and the length and sum of the bytes between.
+    #[test]
+    fn keep_takes_short_frames_whole_and_long_ones_as_head_sum_and_tail() {
+        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut batch = RawBatch::new();
+        for len in [0, 60, HEAD + TAIL, HEAD + TAIL + 1, 1514, 2000] {
+            batch.keep(&Frame {
+                number: len as u64,
+                time_us: 0,
+                data: &data[..len],
+                wire_len: len as u32,
+            });
+        }
+        let kept: Vec<_> = batch
+            .frames
+            .iter()
+            .map(|m| (m.end - m.start, m.head_end - m.start, m.skipped))
+            .collect();
+        let middle = |len: usize| {
+            let bytes = &data[HEAD..len - TAIL];
+            Some((bytes.len(), fold(add_words(0, bytes))))
+        };
+        assert_eq!(
+            kept,
+            [
+                (0, 0, None),
+                (60, 60, None),
+                (HEAD + TAIL, HEAD + TAIL, None),
+                (HEAD + TAIL, HEAD, middle(HEAD + TAIL + 1)),
+                (HEAD + TAIL, HEAD, middle(1514)),
+                (HEAD + TAIL, HEAD, middle(2000)),
+            ]
+        );
+        // The last frame's kept bytes: its first HEAD bytes, then its last TAIL.
+        let last = batch.frames[5];
+        assert_eq!(&batch.bytes[last.start..last.head_end], &data[..HEAD]);
+        assert_eq!(
+            &batch.bytes[last.head_end..last.end],
+            &data[2000 - TAIL..2000]
+        );
     }
 
     /// Output, warnings and staging outcome of one view, read staged or one at a time.
