@@ -2,7 +2,7 @@
 # benches/analyze.sh: how fast `socklab analyze` reads a big capture, next to tshark,
 # tcptrace and a bare libpcap read loop, with peak memory: issue 5's targets.
 #
-#   bash benches/analyze.sh                       # 1,000,000 packets, 3 runs: ~10 minutes
+#   bash benches/analyze.sh                       # 1,000,000 packets, 5 runs: ~1.5 minutes
 #   PACKETS=100000 RUNS=1 bash benches/analyze.sh # a quick look
 #
 # The capture is `socklab synth` (release build, seeded): thousands of TCP connections
@@ -34,7 +34,7 @@ trap 'rm -rf "$WORK"' EXIT
 source benches/lib.sh
 
 PACKETS=${PACKETS:-1000000}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SEED=${SEED:-1}
 LOSS=${LOSS:-1%}
 # Where the capture goes: big (about 750 MB for a million packets), so not in /tmp if
