@@ -67,8 +67,7 @@ fn main() -> ExitCode {
         Ok(Ok(Outcome::Success)) => ExitCode::SUCCESS,
         Ok(Ok(Outcome::CheckFailed)) => ExitCode::from(1),
         Ok(Err(error)) => {
-            // `{:#}` joins anyhow's context chain with ": " on one line.
-            eprintln!("socklab: {error:#}");
+            eprintln!("socklab: {}", one_line(&error));
             ExitCode::from(2)
         }
         Err(panic) => {
@@ -76,6 +75,28 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, joined with ": " as anyhow's `{:#}` does, but
+/// without a cause the line already says: typed errors put their OS error in their own
+/// message ("cannot write the analysis: no space left on device"), so printing the
+/// source again would repeat it ("...: No space left on device (os error 28)").
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let plain = text
+            .find(" (os error")
+            .map_or(text.as_str(), |cut| &text[..cut]);
+        if !line.is_empty() && line.to_lowercase().contains(&plain.to_lowercase()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Prints a clap error. Help and version go to stdout with exit 0; a bare `socklab`
@@ -460,5 +481,30 @@ fn write_line(line: &str) -> bool {
         Ok(()) => true,
         // A closed pipe, or a stdout that cannot be written any more: stop quietly.
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typed error that names its OS error is not followed by that error again; a
+    /// plain context chain still shows every link.
+    #[test]
+    fn one_line_leaves_out_a_cause_already_said() {
+        let typed = anyhow::Error::from(capture::CaptureError::Io {
+            what: "cannot write the analysis".to_string(),
+            source: io::Error::from_raw_os_error(28),
+        });
+        assert_eq!(
+            one_line(&typed),
+            "cannot write the analysis: no space left on device"
+        );
+        let chained =
+            anyhow::Error::from(io::Error::from_raw_os_error(2)).context("reading lab.yaml");
+        assert_eq!(
+            one_line(&chained),
+            "reading lab.yaml: No such file or directory (os error 2)"
+        );
     }
 }

@@ -205,6 +205,13 @@ pub struct Skipped<'a> {
     pub tail: &'a [u8],
 }
 
+impl Skipped<'_> {
+    /// The frame's bytes after its head: the skipped ones and the tail.
+    fn after_head(&self) -> usize {
+        self.len + self.tail.len()
+    }
+}
+
 /// [`dissect_kept`] needed bytes that the reader skipped: a header that runs past the
 /// head, or a segment that ends among the skipped bytes (a trailer longer than the
 /// tail). The frame must be dissected whole.
@@ -266,7 +273,7 @@ impl<'a, 'o> Dissection<'a, 'o> {
         options: Option<&'o mut Vec<TcpOption>>,
         skipped: Option<Skipped<'a>>,
     ) -> Self {
-        let captured = frame.data.len() + skipped.map_or(0, |s| s.len + s.tail.len());
+        let captured = frame.data.len() + skipped.map_or(0, |s| s.after_head());
         Dissection {
             packet: Packet::default(),
             options,
@@ -283,7 +290,7 @@ impl<'a, 'o> Dissection<'a, 'o> {
 
     /// Captured bytes that are not in the slice being read: those after a kept head.
     fn beyond_head(&self) -> usize {
-        self.skipped.map_or(0, |s| s.len + s.tail.len())
+        self.skipped.map_or(0, |s| s.after_head())
     }
 
     /// A header was cut short where the head ends: with skipped bytes after it, that is

@@ -266,6 +266,12 @@ pub fn read_in_stages(
                 source,
             });
         }
+        // Moved into this closure, so that returning early (a failed write) drops it:
+        // the dissector's next send then fails and it stops, which stops the reader,
+        // and the scope's wait for both ends. Borrowed instead, it would outlive the
+        // return, and the scope would wait forever for a dissector blocked on a full
+        // queue.
+        let dissected_receiver = dissected_receiver;
         for dissected in dissected_receiver.iter() {
             match dissected {
                 Dissected::Frames(frames) => {
@@ -276,7 +282,6 @@ pub fn read_in_stages(
                             data: &[],
                             wire_len: meta.wire_len,
                         };
-                        // Returning drops the receiver, which stops the other stages.
                         session.observe(&frame, packet, out).map_err(write_error)?;
                     }
                 }
@@ -294,7 +299,8 @@ pub fn read_in_stages(
         Ok(())
     })?;
     if let Some(number) = staged.read_whole_from {
-        staged.warnings = read_whole_from(path, filter, number, session, out)?;
+        let warnings = read_whole_from(path, filter, number, session, out)?;
+        staged.warnings.extend(warnings);
     }
     Ok(staged)
 }
@@ -420,6 +426,54 @@ mod tests {
             &batch.bytes[last.head_end..last.end],
             &data[2000 - TAIL..2000]
         );
+    }
+
+    /// A writer whose every write fails, as on a full disk.
+    struct DiskFull;
+
+    impl Write for DiskFull {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("no space left on device"))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A write that fails while the stages are busy ends the analysis with that error;
+    /// the reader and the dissector, blocked on full queues, are stopped, not waited
+    /// for forever. (Run on a thread, so a hang fails the test instead of stalling it.)
+    #[test]
+    fn a_failed_write_stops_every_stage() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let path = dir.path().join("big.pcap");
+        // More frames than the queues between the stages hold.
+        write_capture(&path, 8 * STAGE_BATCH, None);
+        let (done, result) = std::sync::mpsc::channel();
+        let reading = path.clone();
+        std::thread::spawn(move || {
+            let capture = reader::open(&reading, None).expect("open");
+            let mut session = Session::new(
+                &View::Tcp { stream: None },
+                true,
+                false,
+                capture.link_type(),
+            )
+            .expect("a view");
+            let outcome = read_in_stages(capture, &reading, None, &mut session, &mut DiskFull);
+            let _ = done.send(outcome.map(|staged| staged.warnings));
+        });
+        let outcome = result
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the analysis ended instead of hanging");
+        match outcome {
+            Err(CaptureError::Io { what, source }) => {
+                assert!(what.contains("cannot write"), "{what}");
+                assert!(source.to_string().contains("no space"), "{source}");
+            }
+            other => panic!("expected the write error, got {other:?}"),
+        }
     }
 
     /// Output, warnings and staging outcome of one view, read staged or one at a time.
