@@ -462,6 +462,33 @@ fn user_errors_are_one_line() {
         TIMEOUT,
     ));
     assert!(line.contains("banana"), "{line}");
+    // Output to a full disk: one line naming the failure, exit 2, no hang (the staged
+    // reading stops its threads).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut child = socklab()
+        .arg("analyze")
+        .arg(data_file("lossy-transfer.pcap"))
+        .args(["tcp", "--json"])
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn socklab");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while child.try_wait().expect("wait for socklab").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("socklab analyze hung writing to a full disk");
+        }
+        std::thread::sleep(Duration::from_millis(20)); // no readiness signal for an exit
+    }
+    let line = assert_user_error(&child.wait_with_output().expect("collect the output"));
+    assert_eq!(
+        line,
+        "socklab: cannot write the analysis: no space left on device"
+    );
 }
 
 #[test]
